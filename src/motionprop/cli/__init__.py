@@ -1,0 +1,68 @@
+"""The ``motionprop`` command line.
+
+Each module listed in :data:`COMMAND_MODULES` defines ``register(subparsers)``,
+adding its sub-commands with ``set_defaults(func=handler)``. A handler takes the
+parsed arguments and returns an exit code. Handlers import heavy libraries
+(torch, cv2) themselves, so ``motionprop --help`` stays fast.
+
+Errors meant for the user (:class:`motionprop.errors.MotionpropError`, a missing
+file) are printed as one line and exit with code 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "motionprop.cli.model",
+    "motionprop.cli.data",
+)
+
+EPILOG = """\
+Flow convention: flow is (2, H, W) in pixels of the image it belongs to;
+channel 0 is x (right), channel 1 is y (down).
+Run 'motionprop COMMAND --help' for the options of a command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered sub-command."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="motionprop",
+        description="Conditional Motion Propagation: sparse arrows in, dense optical flow out; "
+        "self-supervised pre-training of image encoders from video.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"motionprop {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``motionprop`` script; returns the exit code."""
+    from ..errors import MotionpropError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (MotionpropError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"motionprop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"motionprop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

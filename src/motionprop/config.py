@@ -1,0 +1,402 @@
+"""Typed configuration of a CMP experiment: model, data and training.
+
+A :class:`Config` is read from YAML in one of two layouts:
+
+* motionprop's own: top-level sections ``model``, ``data`` and ``train`` whose
+  keys are the dataclass fields below;
+* the original release's ``config.yaml`` (sections ``model`` with a nested
+  ``module``, ``data`` and ``trainer``), recognised by ``model.module`` and
+  translated by :func:`config_from_original`, the one place that knows the
+  original key names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+IMAGE_ENCODERS = (
+    "alexnet_fcn_32x",
+    "alexnet_fcn_8x",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+)
+SPARSE_ENCODERS = ("shallownet8x", "shallownet32x")
+DECODERS = ("plain", "skip")
+FLOW_LOSSES = ("discrete", "smooth_l1", "mse")
+SAMPLE_STRATEGIES = ("grid", "uniform", "watershed", "gradnms", "single", "full")
+FLOW_FILE_TYPES = ("jpg", "flo", "png", "npy", "npz")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the CMP network and the meaning of its output."""
+
+    image_encoder: str = "resnet50"
+    sparse_encoder: str = "shallownet8x"
+    decoder: str = "plain"
+    decoder_combo: tuple[int, ...] = (1, 2, 4)
+    img_enc_dim: int = 256
+    sparse_enc_dim: int = 16
+    flow_loss: str = "discrete"
+    nbins: int = 99
+    fmax: float = 50.0
+
+    @property
+    def output_dim(self) -> int:
+        """Channels of the raw output: 2 x nbins logits, or 2 for direct flow."""
+        return 2 * self.nbins if self.flow_loss == "discrete" else 2
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.flow_loss == "discrete"
+
+    def validate(self) -> None:
+        _check_choice("model.image_encoder", self.image_encoder, IMAGE_ENCODERS)
+        _check_choice("model.sparse_encoder", self.sparse_encoder, SPARSE_ENCODERS)
+        _check_choice("model.decoder", self.decoder, DECODERS)
+        _check_choice("model.flow_loss", self.flow_loss, FLOW_LOSSES)
+        if not self.decoder_combo or any(c not in (1, 2, 4, 8) for c in self.decoder_combo):
+            raise ConfigError(
+                f"model.decoder_combo must be a non-empty subset of [1, 2, 4, 8], got {list(self.decoder_combo)}"
+            )
+        if len(set(self.decoder_combo)) != len(self.decoder_combo):
+            raise ConfigError(f"model.decoder_combo has repeated scales: {list(self.decoder_combo)}")
+        if self.decoder == "skip" and not self.image_encoder.startswith("resnet"):
+            raise ConfigError("model.decoder 'skip' needs a ResNet image encoder (it uses its conv1 and layer1 features)")
+        if self.image_encoder.startswith("alexnet") and self.encoder_stride != self.sparse_stride:
+            raise ConfigError(
+                f"model.image_encoder {self.image_encoder} (stride {self.encoder_stride}) and "
+                f"model.sparse_encoder {self.sparse_encoder} (stride {self.sparse_stride}) must have the same stride"
+            )
+        if self.image_encoder.startswith("resnet") and self.sparse_stride != 8:
+            raise ConfigError(f"ResNet encoders have stride 8: use model.sparse_encoder shallownet8x, not {self.sparse_encoder}")
+        if self.is_discrete:
+            if self.nbins < 3 or self.nbins % 2 == 0:
+                raise ConfigError(f"model.nbins must be an odd number >= 3, got {self.nbins}")
+            if self.fmax <= 0:
+                raise ConfigError(f"model.fmax must be positive, got {self.fmax}")
+        for name in ("img_enc_dim", "sparse_enc_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def encoder_stride(self) -> int:
+        """Output stride of the image encoder."""
+        return 32 if self.image_encoder == "alexnet_fcn_32x" else 8
+
+    @property
+    def sparse_stride(self) -> int:
+        return 32 if self.sparse_encoder == "shallownet32x" else 8
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the raw output relative to the input image."""
+        return 2 if self.decoder == "skip" else self.encoder_stride
+
+
+@dataclass
+class DataConfig:
+    """Where the training pairs are and how a sample is made from one."""
+
+    train_source: list[str] = field(default_factory=list)
+    val_source: list[str] = field(default_factory=list)
+    flow_file_type: str = "jpg"
+    short_size: int | None = 416
+    long_size: int | None = None
+    crop_size: tuple[int, int] = (384, 384)
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    sample_strategy: tuple[str, ...] = ("grid", "watershed")
+    bg_ratio: float = 0.00015625
+    nms_ks: int = 41
+    max_num_guide: int = 150
+    flip: bool = False
+    flow_reverse: bool = False
+    flow_scale: bool = False
+    flow_rotate: bool = False
+    batch_size: int = 12
+    batch_size_val: int = 1
+    workers: int = 2
+
+    def validate(self) -> None:
+        _check_choice("data.flow_file_type", self.flow_file_type, FLOW_FILE_TYPES)
+        for s in self.sample_strategy:
+            _check_choice("data.sample_strategy", s, SAMPLE_STRATEGIES)
+        if (self.short_size is None) == (self.long_size is None):
+            raise ConfigError("exactly one of data.short_size and data.long_size must be set")
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ConfigError(f"data.crop_size must be [height, width], got {list(self.crop_size)}")
+        if not 0 < self.bg_ratio <= 1:
+            raise ConfigError(f"data.bg_ratio must be in (0, 1], got {self.bg_ratio}")
+        if self.nms_ks < 1 or self.nms_ks % 2 == 0:
+            raise ConfigError(f"data.nms_ks must be an odd positive number, got {self.nms_ks}")
+        if self.batch_size < 1 or self.batch_size_val < 1:
+            raise ConfigError("data.batch_size and data.batch_size_val must be positive")
+
+
+@dataclass
+class TrainConfig:
+    """Optimization schedule and bookkeeping, counted in iterations as the paper does."""
+
+    total_iter: int = 70000
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    lr_steps: list[int] = field(default_factory=list)
+    lr_mults: list[float] = field(default_factory=list)
+    warmup_lr: list[float] = field(default_factory=list)
+    warmup_steps: list[int] = field(default_factory=list)
+    print_freq: int = 100
+    val_freq: int = 10000
+    save_freq: int = 10000
+    val_iter: int = -1
+    keep_last: int = 3
+    num_gpus: int = 1
+
+    def validate(self) -> None:
+        _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
+        if self.total_iter < 1:
+            raise ConfigError(f"train.total_iter must be positive, got {self.total_iter}")
+        if len(self.lr_steps) != len(self.lr_mults):
+            raise ConfigError(f"train.lr_steps {self.lr_steps} and train.lr_mults {self.lr_mults} differ in length")
+        if list(self.lr_steps) != sorted(self.lr_steps):
+            raise ConfigError(f"train.lr_steps must increase, got {self.lr_steps}")
+        if len(self.warmup_lr) != len(self.warmup_steps):
+            raise ConfigError("train.warmup_lr and train.warmup_steps differ in length")
+
+
+@dataclass
+class Config:
+    """A whole experiment: what to build, what to feed it, how to train it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = ""
+    description: str = ""
+
+    def validate(self) -> "Config":
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists instead of tuples) for YAML/JSON."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **sections: Any) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: unknown value {value!r}; choose one of {', '.join(map(str, choices))}")
+
+
+def _section_from_dict(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    """Build one dataclass section, rejecting unknown keys by name."""
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"section '{section}' must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"section '{section}': unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Build a validated :class:`Config` from a dict in either layout (see module doc)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("a config must be a mapping with sections model, data and train")
+    model = raw.get("model")
+    if isinstance(model, Mapping) and "module" in model:
+        return config_from_original(raw)
+    unknown = sorted(set(raw) - {"model", "data", "train", "name", "description"})
+    if unknown:
+        raise ConfigError(f"unknown top-level section(s) {', '.join(unknown)}; expected model, data, train")
+    cfg = Config(
+        model=_section_from_dict(ModelConfig, raw.get("model"), "model"),
+        data=_section_from_dict(DataConfig, raw.get("data"), "data"),
+        train=_section_from_dict(TrainConfig, raw.get("train"), "train"),
+        name=str(raw.get("name", "")),
+        description=str(raw.get("description", "")),
+    )
+    return cfg.validate()
+
+
+# Keys of the original config.yaml that have no effect here (cluster, logging or
+# dead options of the original code); they are accepted and ignored.
+_ORIGINAL_IGNORED = {
+    "model": {"arch"},
+    "module": {"arch", "pretrained_image_encoder", "skip_layer", "output_dim", "flow_decoder"},
+    "data": {"memcached", "image_flow_aug", "flow_aug", "data_mean", "data_div"},
+    "trainer": {"initial_val", "val_disp_start_iter", "val_disp_end_iter", "loss_record", "tensorboard"},
+}
+_ORIGINAL_DECODERS = {"MotionDecoderPlain": "plain", "MotionDecoderSkipLayer": "skip"}
+_ORIGINAL_LOSSES = {"DiscreteLoss": "discrete", "L1": "smooth_l1", "L2": "mse"}
+
+
+def config_from_original(raw: Mapping[str, Any], name: str = "") -> Config:
+    """Translate the original release's config.yaml (model.module / data / trainer) to a :class:`Config`.
+
+    The original's skip-layer decoder always used all four scales whatever
+    ``decoder_combo`` said, so the combo is set to [1, 2, 4, 8] for it here,
+    which is what makes its released checkpoints load.
+    """
+    try:
+        model, module = raw["model"], raw["model"]["module"]
+        data, trainer = raw.get("data", {}) or {}, raw.get("trainer", {}) or {}
+        decoder_name = module.get("flow_decoder", "MotionDecoderPlain")
+        if decoder_name not in _ORIGINAL_DECODERS:
+            raise ConfigError(
+                f"model.module.flow_decoder: {decoder_name!r} is not supported; "
+                f"supported: {', '.join(_ORIGINAL_DECODERS)}"
+            )
+        decoder = _ORIGINAL_DECODERS[decoder_name]
+        loss_name = module.get("flow_criterion", "DiscreteLoss")
+        if loss_name not in _ORIGINAL_LOSSES:
+            raise ConfigError(f"model.module.flow_criterion: unknown loss {loss_name!r}")
+        combo = tuple(module.get("decoder_combo", [1, 2, 4]))
+        model_cfg = ModelConfig(
+            image_encoder=module["image_encoder"],
+            sparse_encoder=module["sparse_encoder"],
+            decoder=decoder,
+            decoder_combo=(1, 2, 4, 8) if decoder == "skip" else combo,
+            img_enc_dim=int(module["img_enc_dim"]),
+            sparse_enc_dim=int(module["sparse_enc_dim"]),
+            flow_loss=_ORIGINAL_LOSSES[loss_name],
+            nbins=int(module.get("nbins", 99)),
+            fmax=float(module.get("fmax", 50)),
+        )
+        if "output_dim" in module and int(module["output_dim"]) != model_cfg.output_dim:
+            raise ConfigError(
+                f"model.module.output_dim is {module['output_dim']} but {loss_name} with nbins "
+                f"{model_cfg.nbins} gives {model_cfg.output_dim}"
+            )
+        flow_aug = data.get("flow_aug", {}) or {}
+        data_cfg = DataConfig(
+            train_source=list(data.get("train_source", [])),
+            val_source=list(data.get("val_source", [])),
+            flow_file_type=data.get("flow_file_type", "jpg"),
+            short_size=data.get("short_size"),
+            long_size=data.get("long_size"),
+            crop_size=tuple(data.get("crop_size", (384, 384))),
+            mean=tuple(data.get("data_mean", DataConfig.mean)),
+            std=tuple(data.get("data_div", DataConfig.std)),
+            sample_strategy=tuple(data.get("sample_strategy", ("grid", "watershed"))),
+            bg_ratio=float(data.get("sample_bg_ratio", DataConfig.bg_ratio)),
+            nms_ks=int(data.get("nms_ks", DataConfig.nms_ks)),
+            max_num_guide=int(data.get("max_num_guide", DataConfig.max_num_guide)),
+            flip=bool((data.get("image_flow_aug", {}) or {}).get("flip", False)),
+            flow_reverse=bool(flow_aug.get("reverse", False)),
+            flow_scale=bool(flow_aug.get("scale", False)),
+            flow_rotate=bool(flow_aug.get("rotate", False)),
+            batch_size=int(data.get("batch_size", 12)),
+            batch_size_val=int(data.get("batch_size_test", 1)),
+            workers=int(data.get("workers", 2)),
+        )
+        train_cfg = TrainConfig(
+            total_iter=int(model["total_iter"]),
+            optimizer=str(model.get("optim", "SGD")).lower(),
+            lr=float(model["lr"]),
+            beta1=float(model.get("beta1", 0.9)),
+            lr_steps=[int(s) for s in model.get("lr_steps", [])],
+            lr_mults=[float(m) for m in model.get("lr_mults", [])],
+            warmup_lr=[float(x) for x in model.get("warmup_lr", []) or []],
+            warmup_steps=[int(x) for x in model.get("warmup_steps", []) or []],
+            print_freq=int(trainer.get("print_freq", 100)),
+            val_freq=int(trainer.get("val_freq", 10000)),
+            save_freq=int(trainer.get("save_freq", 10000)),
+            val_iter=int(trainer.get("val_iter", -1)),
+        )
+    except KeyError as exc:
+        raise ConfigError(f"original-format config is missing key {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"original-format config has a value of the wrong type: {exc}") from None
+    _warn_unknown_original_keys(raw)
+    return Config(model=model_cfg, data=data_cfg, train=train_cfg, name=name).validate()
+
+
+def _warn_unknown_original_keys(raw: Mapping[str, Any]) -> None:
+    """Warn about original-format keys that neither map to a field nor are known to be inert."""
+    known = {
+        "model": {"total_iter", "lr_steps", "lr_mults", "lr", "optim", "beta1", "warmup_lr", "warmup_steps", "module"},
+        "module": {"image_encoder", "sparse_encoder", "img_enc_dim", "sparse_enc_dim", "decoder_combo",
+                   "flow_criterion", "nbins", "fmax"},
+        "data": {"train_source", "val_source", "flow_file_type", "short_size", "long_size", "crop_size",
+                 "sample_strategy", "sample_bg_ratio", "nms_ks", "max_num_guide", "batch_size",
+                 "batch_size_test", "workers"},
+        "trainer": {"print_freq", "val_freq", "save_freq", "val_iter"},
+    }
+    sections = {
+        "model": raw.get("model", {}),
+        "module": raw["model"]["module"],
+        "data": raw.get("data", {}) or {},
+        "trainer": raw.get("trainer", {}) or {},
+    }
+    for section, values in sections.items():
+        extra = sorted(set(values) - known[section] - _ORIGINAL_IGNORED[section])
+        if extra:
+            warnings.warn(f"original config: ignoring unknown key(s) in '{section}': {', '.join(extra)}", stacklevel=3)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file (motionprop's layout or the original release's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        cfg = config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not cfg.name:
+        cfg.name = path.parent.name if path.name == "config.yaml" else path.stem
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Return a copy of ``cfg`` with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    raw = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=0.01")
+        dotted, value = item.split("=", 1)
+        section, key = dotted.split(".", 1)
+        if section not in ("model", "data", "train"):
+            raise ConfigError(f"override {item!r}: unknown section {section!r}; use model, data or train")
+        raw[section][key] = yaml.safe_load(value)
+    return config_from_dict(raw)
