@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .errors import CheckpointError, ConfigError, FlowFileError, InputError, MotionpropError
 from .presets import available_presets, get_preset
+from .models import CMP, FlowBins, create_model
+from .checkpoint import convert_original, export_encoder, load_model, save_model
 
 __all__ = [
     "__version__",
@@ -27,6 +29,13 @@ __all__ = [
     "load_config",
     "available_presets",
     "get_preset",
+    "CMP",
+    "FlowBins",
+    "create_model",
+    "load_model",
+    "save_model",
+    "convert_original",
+    "export_encoder",
     "MotionpropError",
     "ConfigError",
     "CheckpointError",

@@ -1,0 +1,160 @@
+"""The CMP network: image encoder + sparse-motion encoder + propagation decoder."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import Config, ModelConfig
+from ..errors import InputError
+from .alexnet import AlexNetFCN
+from .bins import FlowBins
+from .decoder import PlainDecoder, SkipDecoder
+from .resnet import RESNET_LAYOUTS, dilated_resnet
+from .sparse_encoder import ShallowNet
+
+NormLayer = Callable[[int], nn.Module]
+
+IMAGE_ENCODERS: dict[str, Callable[[int, NormLayer], nn.Module]] = {
+    "alexnet_fcn_32x": lambda dim, norm: AlexNetFCN(dim, (4, 2, 2, 2), norm),
+    "alexnet_fcn_8x": lambda dim, norm: AlexNetFCN(dim, (2, 2, 2, 1), norm),
+    **{name: partial(dilated_resnet, name) for name in RESNET_LAYOUTS},
+}
+SPARSE_ENCODER_STRIDES: dict[str, tuple[int, int, int]] = {
+    "shallownet8x": (2, 2, 2),
+    "shallownet32x": (2, 2, 8),
+}
+
+
+class ImageFeatures(NamedTuple):
+    """What :meth:`CMP.encode_image` returns: reusable for many guidance sets of the same image."""
+
+    features: torch.Tensor
+    """(B, img_enc_dim, H/s, W/s) image encoding."""
+    skips: tuple[torch.Tensor, ...]
+    """(conv1 (B,64,H/2,W/2), layer1 (B,C,H/4,W/4)) for the skip decoder, else empty."""
+    image_size: tuple[int, int]
+    """(H, W) of the encoded image."""
+
+
+class CMP(nn.Module):
+    """Conditional Motion Propagation: predicts the dense flow of one image from sparse flow vectors.
+
+    ``config`` is read once here; the submodules get plain integers. Parameter
+    names (``image_encoder.*``, ``flow_encoder.*``, ``flow_decoder.*``) are those
+    of the original release, so its checkpoints load with the ``module.`` prefix
+    removed. ``norm_layer`` is e.g. ``nn.SyncBatchNorm`` for multi-GPU training.
+    """
+
+    def __init__(self, config: Config | ModelConfig, norm_layer: NormLayer = nn.BatchNorm2d):
+        super().__init__()
+        if isinstance(config, ModelConfig):
+            config = Config(model=config)
+        config.model.validate()
+        self.config = config
+        m = config.model
+        self.image_encoder = IMAGE_ENCODERS[m.image_encoder](m.img_enc_dim, norm_layer)
+        self.flow_encoder = ShallowNet(4, m.sparse_enc_dim, SPARSE_ENCODER_STRIDES[m.sparse_encoder], norm_layer)
+        fused_dim = m.img_enc_dim + m.sparse_enc_dim
+        if m.decoder == "skip":
+            self.flow_decoder: nn.Module = SkipDecoder(fused_dim, m.output_dim, m.decoder_combo,
+                                                       self.image_encoder.skip_dims, norm_layer)
+        else:
+            self.flow_decoder = PlainDecoder(fused_dim, m.output_dim, m.decoder_combo, norm_layer)
+        self.bins = FlowBins(m.nbins, m.fmax) if m.is_discrete else None
+        self.uses_skips = m.decoder == "skip"
+        self.input_multiple = max(self.image_encoder.output_stride, self.flow_encoder.output_stride)
+        # The coarsest decoder branch pools the features by max(combo): it needs at least one cell.
+        self.min_input_size = self.image_encoder.output_stride * max(m.decoder_combo)
+        self.output_stride = m.output_stride
+
+    def _check_size(self, tensor: torch.Tensor, name: str, channels: int) -> None:
+        if tensor.dim() != 4 or tensor.shape[1] != channels:
+            raise InputError(f"{name} must be (B, {channels}, H, W), got {tuple(tensor.shape)}")
+        h, w = tensor.shape[-2:]
+        k = self.input_multiple
+        if h % k or w % k:
+            raise InputError(
+                f"{name} height and width must be multiples of {k} for this network, got {h}x{w} "
+                f"(resize or pad the input, e.g. with motionprop.models.pad_to_multiple)"
+            )
+        if min(h, w) < self.min_input_size:
+            raise InputError(f"{name} is {h}x{w}; this network needs at least {self.min_input_size} pixels per side")
+
+    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
+        """image (B,3,H,W) float, ImageNet-normalized -> :class:`ImageFeatures` (encode once, decode many times)."""
+        self._check_size(image, "image", 3)
+        if self.uses_skips:
+            features, skips = self.image_encoder(image, return_skips=True)
+        else:
+            features, skips = self.image_encoder(image), ()
+        return ImageFeatures(features, tuple(skips), (image.shape[-2], image.shape[-1]))
+
+    def decode(self, image_features: ImageFeatures, sparse: torch.Tensor) -> torch.Tensor:
+        """Propagate guidance: sparse (B,4,H,W) = flow x, flow y, mask, mask -> raw output (B, out, H/s, W/s).
+
+        The raw output is 2 x nbins bin logits (discrete models) or 2 channels
+        of flow in pixels. Image features of batch 1 are shared by all B
+        guidance sets, so one encoded image serves a batch of queries.
+        """
+        self._check_size(sparse, "sparse", 4)
+        if tuple(sparse.shape[-2:]) != tuple(image_features.image_size):
+            raise InputError(f"sparse is {tuple(sparse.shape[-2:])} but the image was {image_features.image_size}")
+        features, skips = image_features.features, image_features.skips
+        batch = sparse.shape[0]
+        if features.shape[0] != batch:
+            if features.shape[0] != 1:
+                raise InputError(f"image batch {features.shape[0]} and sparse batch {batch} differ")
+            features = features.expand(batch, -1, -1, -1)
+            skips = tuple(s.expand(batch, -1, -1, -1) for s in skips)
+        fused = torch.cat([features, self.flow_encoder(sparse)], dim=1)
+        if self.uses_skips:
+            return self.flow_decoder(fused, skips)
+        return self.flow_decoder(fused)
+
+    def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """image (B,3,H,W) normalized; sparse (B,4,H,W) -> raw output (B, 2*nbins or 2, H/s, W/s)."""
+        return self.decode(self.encode_image(image), sparse)
+
+    def output_to_flow(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Raw output -> flow (B,2,H,W) in pixels at ``size``: decoded at low resolution, then upsampled."""
+        flow = self.bins.decode(output) if self.bins is not None else output.float()
+        if tuple(flow.shape[-2:]) != tuple(size):
+            flow = F.interpolate(flow, size=tuple(size), mode="bilinear", align_corners=True)
+        return flow
+
+    def output_to_confidence(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Raw output -> confidence (B,1,H,W) in [0, 1] at ``size`` (discrete models only)."""
+        if self.bins is None:
+            raise InputError("confidence needs a discrete (bin) model; this one regresses flow directly")
+        conf = self.bins.confidence(output)
+        if tuple(conf.shape[-2:]) != tuple(size):
+            conf = F.interpolate(conf, size=tuple(size), mode="bilinear", align_corners=True)
+        return conf
+
+    def predict_flow(self, image: torch.Tensor, sparse: torch.Tensor, return_confidence: bool = False
+                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """image (B,3,H,W), sparse (B,4,H,W) -> flow (B,2,H,W) in pixels [, confidence (B,1,H,W)]."""
+        size = (image.shape[-2], image.shape[-1])
+        output = self(image, sparse)
+        flow = self.output_to_flow(output, size)
+        if return_confidence:
+            return flow, self.output_to_confidence(output, size)
+        return flow
+
+
+def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad (B,C,H,W) at the bottom/right to multiples of ``multiple``; returns it and the original (H, W).
+
+    Crop the output back with ``out[..., :H, :W]``: padding only at the bottom
+    and right keeps pixel coordinates unchanged.
+    """
+    h, w = tensor.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        tensor = F.pad(tensor, (0, pw, 0, ph))
+    return tensor, (h, w)
