@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 import motionprop
+from motionprop.models import init_weights_trained_like
 from original_ref import (ORIGINAL_EXPERIMENTS, build_original, import_original, original_checkpoint,
-                          original_config, randomize_like_trained)
+                          original_config)
 
 
 def original_flow(repo: str, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -37,7 +38,7 @@ def original_flow(repo: str, logits: torch.Tensor, size: tuple[int, int]) -> tor
 
 def compare(repo: str, preset: str, size: int, batch: int) -> dict[str, float]:
     torch.manual_seed(0)
-    ref = randomize_like_trained(build_original(repo, preset)).eval()
+    ref = init_weights_trained_like(build_original(repo, preset)).eval()
     cfg_path, _ = original_config(repo, preset)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = original_checkpoint(ref, Path(tmp) / "ckpt_iter_42000.pth.tar")

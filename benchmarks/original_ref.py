@@ -51,32 +51,35 @@ def build_original(repo: str | Path, preset: str) -> torch.nn.Module:
     return net
 
 
-def randomize_like_trained(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every weight and BatchNorm statistic a trained-like scale, so outputs are far from zero.
-
-    The original init (Xavier, gain 0.02) makes logits ~1e-10 in eval mode: a
-    comparison at that scale would prove nothing.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
-    return net
-
-
 def original_checkpoint(net: torch.nn.Module, path: str | Path, step: int = 42000) -> Path:
     """Save ``net`` exactly as the original trainer did: 'module.' keys, step and optimizer state."""
     state = {f"module.{k}": v for k, v in net.state_dict().items()}
     optim = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     torch.save({"step": step, "state_dict": state, "optimizer": optim.state_dict()}, str(path))
     return Path(path)
+
+
+def dump_state_layout(repo: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write the original checkpoints' key names and shapes (one JSON per architecture) for the tests."""
+    import json
+
+    written = []
+    for preset in ("alexnet_yfcc_voc_16gpu_70k", "resnet50_yfcc_voc_16gpu_42k", "resnet50_vip+mpii_liteflow"):
+        net = build_original(repo, preset)
+        layout = [[f"module.{k}", list(v.shape)] for k, v in net.state_dict().items()]
+        path = Path(out_dir) / f"{preset}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("[\n" + ",\n".join(json.dumps(item) for item in layout) + "\n]\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Dump the original checkpoints' key layout for tests/data.")
+    parser.add_argument("--original-repo", required=True)
+    parser.add_argument("--out", default="tests/data/original_keys")
+    args = parser.parse_args()
+    for p in dump_state_layout(args.original_repo, args.out):
+        print("wrote", p)

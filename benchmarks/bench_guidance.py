@@ -1,0 +1,329 @@
+"""Time motionprop's guidance sampler against a faithful port of the original, and compare their statistics.
+
+The REFERENCE below is the original release's ``flow_sampler`` (``utils/data_utils.py``
+of github.com/XiaohangZhan/conditional-motion-propagation): same algorithm, same
+scipy calls (``signal.convolve2d`` Sobel, ``ndimage.distance_transform_edt``,
+``maximum_filter``, a Python loop over near-duplicate pairs), rewritten readably
+and given a ``numpy.random.Generator`` instead of the global RNG. Random numbers
+are drawn at the same places and in the same order as in the original.
+
+Flows: Sintel ground truth (``../shared/data/sintel``; resized to a short side of
+416 and cropped to 384x384, like training) when present, plus synthetic
+piecewise-affine flows so the benchmark runs anywhere.
+
+    python benchmarks/bench_guidance.py            # both sources, one core
+    python benchmarks/bench_guidance.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage, signal
+
+# ---------------------------------------------------------------- REFERENCE (port of the original)
+
+REFERENCE_STRATEGIES = ("grid", "uniform", "gradnms", "watershed", "single", "full", "specified")
+
+
+def reference_edge(flow: np.ndarray) -> np.ndarray:
+    """REFERENCE ``get_edge``: sum over channels of the Sobel gradient magnitude (float32 in, float32 out)."""
+    sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float32)
+    magnitudes = []
+    for channel in range(flow.shape[2]):
+        gx = signal.convolve2d(flow[:, :, channel], sobel, boundary="symm", mode="same")
+        gy = signal.convolve2d(flow[:, :, channel], sobel.T, boundary="symm", mode="same")
+        magnitudes.append(np.sqrt(gx**2 + gy**2))
+    return sum(magnitudes)
+
+
+def reference_nms(score: np.ndarray, ks: int) -> np.ndarray:
+    """REFERENCE ``nms``: zero every value below the maximum of its ks x ks window."""
+    assert ks % 2 == 1
+    kept = score.copy()
+    window_max = ndimage.maximum_filter(score, footprint=np.ones((ks, ks)))
+    kept[score < window_max] = 0.0
+    return kept
+
+
+def reference_remove_border(array: np.ndarray) -> None:
+    """REFERENCE ``remove_border``: zero the outermost rows and columns in place."""
+    array[0, :] = 0
+    array[:, 0] = 0
+    array[-1, :] = 0
+    array[:, -1] = 0
+
+
+def reference_neighbor_elim(ph: np.ndarray, pw: np.ndarray, d: float,
+                            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """REFERENCE ``neighbor_elim``: of every two points with |dy| < d and |dx| < d, drop one at random."""
+    valid = np.ones(len(ph), dtype=int)
+    h_dist = np.fabs(ph[:, None] - ph[None, :])
+    w_dist = np.fabs(pw[:, None] - pw[None, :])
+    idx1, idx2 = np.where((h_dist < d) & (w_dist < d))
+    for i, j in zip(idx1, idx2):
+        if valid[i] and valid[j] and i != j:
+            if rng.random() > 0.5:
+                valid[i] = 0
+            else:
+                valid[j] = 0
+    keep = np.where(valid == 1)
+    return ph[keep], pw[keep]
+
+
+def reference_watershed_points(flow: np.ndarray, nms_ks: int,
+                               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """REFERENCE watershed branch of ``flow_sampler``: (rows, cols) in full-resolution pixels."""
+    ds = max(1, max(flow.shape[0], flow.shape[1]) // 400)
+    edge = reference_edge(flow[::ds, ::ds, :])
+    edge /= max(edge.max(), 0.01)
+    edge = (edge > 0.1).astype(np.float32)
+    watershed = ndimage.distance_transform_edt(1 - edge)
+    nms_res = reference_nms(watershed, nms_ks)
+    reference_remove_border(nms_res)
+    pth, ptw = np.where(nms_res > 0)
+    pth, ptw = reference_neighbor_elim(pth, ptw, (nms_ks - 1) / 2, rng)
+    return pth * ds, ptw * ds
+
+
+def reference_gradnms_points(flow: np.ndarray, nms_ks: int) -> tuple[np.ndarray, np.ndarray]:
+    """REFERENCE gradnms branch of ``flow_sampler``: (rows, cols) in full-resolution pixels."""
+    ds = max(1, max(flow.shape[0], flow.shape[1]) // 400)
+    ks = flow.shape[1] // ds // 20
+    edge = reference_edge(flow[::ds, ::ds, :])
+    kernel = np.ones((ks, ks), dtype=np.float32) / (ks * ks)
+    subkernel = np.ones((ks // 2, ks // 2), dtype=np.float32) / (ks // 2 * ks // 2)
+    score = signal.convolve2d(edge, kernel, boundary="symm", mode="same")
+    subscore = signal.convolve2d(edge, subkernel, boundary="symm", mode="same")
+    score = score / score.max() - subscore / subscore.max()
+    pth, ptw = np.where(reference_nms(score, nms_ks) > 0.1)
+    return pth * ds, ptw * ds
+
+
+def reference_flow_sampler(flow: np.ndarray, strategy: Sequence[str] = ("grid",), bg_ratio: float = 1.0 / 6400,
+                           nms_ks: int = 15, max_num_guide: int = -1, guidepoint: np.ndarray | None = None,
+                           rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """REFERENCE ``flow_sampler`` -> (sparse (H,W,2), mask (H,W,2) int), like the original."""
+    rng = np.random.default_rng() if rng is None else rng
+    assert 0 <= bg_ratio <= 1
+    for s in strategy:
+        assert s in REFERENCE_STRATEGIES, f"No such strategy: {s}"
+    h, w = flow.shape[:2]
+    if "full" in strategy:
+        return flow.copy(), np.ones(flow.shape, dtype=int)
+
+    pts_h, pts_w = [], []
+    if "grid" in strategy:
+        stride = int(np.sqrt(1.0 / bg_ratio))
+        start_h = int((h - h // stride * stride) / 2)
+        start_w = int((w - w // stride * stride) / 2)
+        mesh = np.meshgrid(np.arange(start_h, h, stride), np.arange(start_w, w, stride))
+        pts_h.append(np.asarray(mesh[0].flat))
+        pts_w.append(np.asarray(mesh[1].flat))
+    if "uniform" in strategy:
+        count = int(bg_ratio * h * w)
+        pts_h.append(rng.integers(0, h, count))
+        pts_w.append(rng.integers(0, w, count))
+    if "gradnms" in strategy:
+        pth, ptw = reference_gradnms_points(flow, nms_ks)
+        pts_h.append(pth)
+        pts_w.append(ptw)
+    if "watershed" in strategy:
+        pth, ptw = reference_watershed_points(flow, nms_ks, rng)
+        pts_h.append(pth)
+        pts_w.append(ptw)
+    if "single" in strategy:
+        pth, ptw = np.where((flow[:, :, 0] != 0) | (flow[:, :, 1] != 0))
+        k = rng.integers(len(pth))
+        pts_h.append(pth[k:k + 1])
+        pts_w.append(ptw[k:k + 1])
+    if "specified" in strategy:
+        assert guidepoint is not None
+        pts_h.append(guidepoint[:, 1])
+        pts_w.append(guidepoint[:, 0])
+
+    pts_h = np.concatenate(pts_h)
+    pts_w = np.concatenate(pts_w)
+    limit = np.inf if max_num_guide == -1 else max_num_guide
+    order = rng.permutation(len(pts_h))
+    chosen = order[np.arange(min(limit, len(order)))]
+    pts_h, pts_w = pts_h[chosen], pts_w[chosen]
+
+    sparse = np.zeros(flow.shape, dtype=flow.dtype)
+    mask = np.zeros(flow.shape, dtype=int)
+    sparse[pts_h, pts_w] = flow[pts_h, pts_w]
+    mask[pts_h, pts_w] = 1
+    return sparse, mask
+
+
+# ---------------------------------------------------------------- flows to measure on
+
+
+def piecewise_affine_flow(height: int, width: int, rng: np.random.Generator, num_objects: int = 4) -> np.ndarray:
+    """A synthetic flow: an affine background and a few ellipses/rectangles, each with its own affine motion."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    flow = _affine_field(x, y, rng, scale=3.0)
+    for _ in range(num_objects):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(0.08, 0.3) * height, rng.uniform(0.08, 0.3) * width
+        if rng.random() < 0.5:
+            inside = ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 < 1
+        else:
+            inside = (np.abs(y - cy) < ry) & (np.abs(x - cx) < rx)
+        flow[inside] = _affine_field(x, y, rng, scale=15.0)[inside]
+    return flow
+
+
+def _affine_field(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Flow of a random affine motion: translation of about ``scale`` px plus a small linear part."""
+    t = rng.normal(0, scale, 2)
+    a = rng.normal(0, 0.02, (2, 2))
+    u = t[0] + a[0, 0] * (x - x.mean()) + a[0, 1] * (y - y.mean())
+    v = t[1] + a[1, 0] * (x - x.mean()) + a[1, 1] * (y - y.mean())
+    return np.stack([u, v], axis=-1).astype(np.float32)
+
+
+def sintel_crops(data_dir: Path, size: int = 384, short_side: int = 416) -> list[np.ndarray]:
+    """Sintel ground-truth flows resized to ``short_side`` (flow scaled too) and cropped left/centre/right."""
+    import cv2
+
+    from motionprop.data.flow_io import read_flow
+
+    crops = []
+    for path in sorted(data_dir.glob("sintel/clean/*/gt/*.flo")):
+        flow = read_flow(path)
+        ratio = short_side / flow.shape[0]
+        new_w = int(round(flow.shape[1] * ratio))
+        flow = cv2.resize(flow, (new_w, short_side), interpolation=cv2.INTER_LINEAR) * ratio
+        top = (short_side - size) // 2
+        for left in (0, (new_w - size) // 2, new_w - size):
+            crops.append(np.ascontiguousarray(flow[top:top + size, left:left + size]))
+    return crops
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Result:
+    """Timing and statistics of one sampler over one set of flows."""
+
+    ms_per_sample: float
+    mean_points: float
+    mean_edge_distance: float
+
+
+def edge_distance(flow: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Distance of each point from the nearest motion edge, measured with the REFERENCE edge map."""
+    ds = max(1, max(flow.shape[0], flow.shape[1]) // 400)
+    edge = reference_edge(flow[::ds, ::ds, :])
+    edge /= max(edge.max(), 0.01)
+    distance = ndimage.distance_transform_edt(edge <= 0.1) * ds
+    return distance[rows // ds, cols // ds]
+
+
+def measure(points_fn: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]],
+            flows: Sequence[np.ndarray], repeats: int, seed: int = 0) -> Result:
+    """Time ``points_fn`` over ``flows`` (best of ``repeats`` passes) and average its statistics."""
+    best = np.inf
+    for _ in range(repeats):
+        rng = np.random.default_rng(seed)
+        start = time.perf_counter()
+        for flow in flows:
+            points_fn(flow, rng)
+        best = min(best, time.perf_counter() - start)
+    counts, distances = [], []
+    for k, flow in enumerate(flows):
+        for draw in range(5):  # the near-duplicate removal is random: average a few draws
+            rows, cols = points_fn(flow, np.random.default_rng([seed, k, draw]))
+            counts.append(len(rows))
+            distances.extend(edge_distance(flow, rows, cols))
+    return Result(1000 * best / len(flows), float(np.mean(counts)), float(np.mean(distances)) if distances else 0.0)
+
+
+def time_full_sampler(sampler: Callable[[np.ndarray, np.random.Generator], object], flows: Sequence[np.ndarray],
+                      repeats: int) -> float:
+    """Milliseconds per sample of a whole sampler call (grid + watershed + selection), best of ``repeats``."""
+    best = np.inf
+    for _ in range(repeats):
+        rng = np.random.default_rng(0)
+        start = time.perf_counter()
+        for flow in flows:
+            sampler(flow, rng)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / len(flows)
+
+
+def use_one_core() -> None:
+    """Pin this process (and OpenCV) to one core, so the figures compare algorithms, not core counts."""
+    import cv2
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cv2.setNumThreads(1)
+
+
+def report(name: str, flows: Sequence[np.ndarray], nms_ks: int, bg_ratio: float, max_num_guide: int,
+           repeats: int) -> None:
+    """Print timings and statistics of the reference and motionprop on ``flows``."""
+    from motionprop.data.guidance import sample_guidance, watershed_points
+
+    ref = measure(lambda f, r: reference_watershed_points(f, nms_ks, r), flows, repeats)
+    ours = measure(lambda f, r: watershed_points(f, nms_ks, rng=r), flows, repeats)
+    ref_full = time_full_sampler(lambda f, r: reference_flow_sampler(
+        f, ("grid", "watershed"), bg_ratio, nms_ks, max_num_guide, rng=r), flows, repeats)
+    ours_full = time_full_sampler(lambda f, r: sample_guidance(
+        f, ("grid", "watershed"), bg_ratio, nms_ks, max_num_guide, rng=r), flows, repeats)
+    shape = "x".join(str(s) for s in flows[0].shape[:2])
+    print(f"\n{name}: {len(flows)} flows of {shape}, nms_ks={nms_ks}")
+    print(f"  {'':34s}{'reference':>12s}{'motionprop':>12s}{'ratio':>9s}")
+    print(f"  {'watershed, ms/sample':34s}{ref.ms_per_sample:12.2f}{ours.ms_per_sample:12.2f}"
+          f"{ref.ms_per_sample / ours.ms_per_sample:8.1f}x")
+    print(f"  {'grid+watershed sampler, ms/sample':34s}{ref_full:12.2f}{ours_full:12.2f}"
+          f"{ref_full / ours_full:8.1f}x")
+    print(f"  {'mean watershed points':34s}{ref.mean_points:12.2f}{ours.mean_points:12.2f}")
+    print(f"  {'mean distance from edges, px':34s}{ref.mean_edge_distance:12.2f}{ours.mean_edge_distance:12.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
+                        help="folder holding sintel/ (skipped if absent)")
+    parser.add_argument("--size", type=int, default=384, help="side of the square synthetic flows")
+    parser.add_argument("--num-synthetic", type=int, default=20, help="number of synthetic flows")
+    parser.add_argument("--nms-ks", type=int, nargs="+", default=[41, 15],
+                        help="window sizes of the watershed's local maxima (41: AlexNet/VOC presets, 15: LIP)")
+    parser.add_argument("--bg-ratio", type=float, default=1.0 / 6400, help="grid density of the full sampler")
+    parser.add_argument("--max-num-guide", type=int, default=150, help="cap of the full sampler (-1: none)")
+    parser.add_argument("--repeats", type=int, default=3, help="timing passes; the best is kept")
+    parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    if not args.all_cores:
+        use_one_core()
+    sets = {}
+    if (args.data / "sintel").is_dir():
+        sets["Sintel GT (416 short side, 384 crops)"] = sintel_crops(args.data, args.size)
+    else:
+        print(f"note: no Sintel data at {args.data}; synthetic flows only")
+    rng = np.random.default_rng(1234)
+    sets["synthetic piecewise-affine"] = [piecewise_affine_flow(args.size, args.size, rng)
+                                          for _ in range(args.num_synthetic)]
+    for nms_ks in args.nms_ks:
+        for name, flows in sets.items():
+            report(name, flows, nms_ks, args.bg_ratio, args.max_num_guide, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Flow bins: quantization, decoding and confidence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from motionprop.models import FlowBins
+
+
+def test_quantize_then_decode_is_within_half_a_bin():
+    bins = FlowBins(99, 50.0)
+    flow = (torch.rand(2, 2, 17, 13) * 2 - 1) * 49.9
+    labels = bins.quantize(flow)
+    logits = torch.nn.functional.one_hot(labels, 99).permute(0, 1, 4, 2, 3).reshape(2, 198, 17, 13) * 60.0
+    decoded = bins.decode(logits.float())
+    assert (decoded - flow).abs().max() <= bins.step / 2 + 1e-4
+
+
+def test_bin_edges_and_clamping():
+    bins = FlowBins(5, 10.0)  # step 4: [-10,-6) [-6,-2) [-2,2) [2,6) [6,10]
+    flow = torch.tensor([-100.0, -10.0, -6.0, -2.01, 0.0, 1.99, 2.0, 9.99, 100.0]).view(1, 1, 1, -1).repeat(1, 2, 1, 1)
+    assert bins.quantize(flow)[0, 0, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 4, 4]
+    assert bins.centers().tolist() == pytest.approx([-8, -4, 0, 4, 8])
+
+
+def test_decode_is_the_softmax_expectation():
+    bins = FlowBins(3, 3.0)  # centres -2, 0, 2
+    logits = torch.tensor([0.0, 0.0, math.log(3.0), 0.0, 0.0, 0.0]).view(1, 6, 1, 1)
+    flow = bins.decode(logits)
+    # x: p = (1/5, 1/5, 3/5) -> -2/5 + 6/5 = 0.8; y: uniform -> 0
+    assert flow[0, :, 0, 0].tolist() == pytest.approx([0.8, 0.0], abs=1e-6)
+
+
+def test_confidence_is_zero_for_uniform_and_one_for_certain():
+    bins = FlowBins(9, 10.0)
+    assert bins.confidence(torch.zeros(1, 18, 2, 2)).abs().max() < 1e-6
+    certain = torch.zeros(1, 18, 2, 2)
+    certain[:, 4] = certain[:, 9 + 2] = 100.0
+    assert bins.confidence(certain).min() > 0.999
+    assert bins.entropy(torch.zeros(1, 18, 1, 1))[0, :, 0, 0].tolist() == pytest.approx([math.log(9)] * 2)
+
+
+def test_even_nbins_rejected():
+    with pytest.raises(ValueError, match="odd"):
+        FlowBins(10, 5.0)
