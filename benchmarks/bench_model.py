@@ -1,0 +1,205 @@
+"""Speed and peak memory of the CMP network: eval forward and one training step, per preset.
+
+Each measurement runs in a fresh subprocess, so its peak resident memory
+(``ru_maxrss``) belongs to that measurement alone. Figures are medians over
+``--repeats`` runs after one warm-up. Compare variants as ratios taken in the
+same run: these machines are noisy.
+
+    python benchmarks/bench_model.py                       # fp32, batch 1 and 4
+    python benchmarks/bench_model.py --variants channels_last bf16 compile
+    python benchmarks/bench_model.py --original-repo /path/to/conditional-motion-propagation
+
+Variants: ``fp32`` (the reference), ``channels_last`` (NHWC memory format),
+``bf16`` (``torch.autocast`` to bfloat16 on the CPU, useful on CPUs with
+AVX512-BF16/AMX), ``compile`` (``torch.compile``, slow to start). The variant
+outputs are checked against fp32 on the same weights: largest logit difference
+relative to the largest logit, and largest decoded-flow difference in pixels.
+The weights are random at a trained-like scale, whose logits are large and
+peaked, so the flow difference of bf16 overstates what a trained network shows.
+With ``--original-repo``, the original release's network is timed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+PAPER_SETTINGS = {  # preset -> input side used in the paper
+    "alexnet_yfcc_voc_16gpu_70k": 384,
+    "resnet50_yfcc_voc_16gpu_42k": 320,
+    "resnet50_vip+mpii_liteflow": 384,
+}
+
+
+def _inputs(size: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(batch, 3, size, size, generator=gen)
+    sparse = torch.zeros(batch, 4, size, size)
+    idx = torch.randint(0, size * size, (batch, 60), generator=gen)
+    for b in range(batch):
+        ys, xs = idx[b] // size, idx[b] % size
+        sparse[b, :2, ys, xs] = torch.randn(2, 60, generator=gen) * 10
+        sparse[b, 2:, ys, xs] = 1
+    target = torch.randn(batch, 2, size, size, generator=gen) * 10
+    return image, sparse, target
+
+
+def _build(impl: str, preset: str, original_repo: str | None) -> torch.nn.Module:
+    from motionprop.models import create_model, init_weights_trained_like
+
+    if impl == "original":
+        sys.path.insert(0, str(HERE))
+        from original_ref import build_original
+
+        return init_weights_trained_like(build_original(original_repo, preset))
+    return init_weights_trained_like(create_model(preset))
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One measurement: build, warm up, time ``repeats`` runs, report median seconds and peak RSS."""
+    from motionprop.losses import DiscreteLoss
+    from motionprop.models import FlowBins
+
+    torch.manual_seed(0)
+    model = _build(args.impl, args.preset, args.original_repo)
+    image, sparse, target = _inputs(args.size, args.batch)
+    channels_last = args.variant == "channels_last"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+        sparse = sparse.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.variant == "bf16")
+    net = torch.compile(model) if args.variant == "compile" else model
+    loss_fn = DiscreteLoss(99, 50.0)
+    bins = FlowBins(99, 50.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
+
+    def eval_step() -> dict[str, torch.Tensor]:
+        with torch.no_grad(), autocast:
+            out = net(image, sparse)
+        flow = torch.nn.functional.interpolate(bins.decode(out.float()), size=image.shape[-2:], mode="bilinear",
+                                               align_corners=True)
+        return {"logits": out.float(), "flow": flow}
+
+    def train_step() -> torch.Tensor:
+        with autocast:
+            out = net(image, sparse)
+        loss = loss_fn(out.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    if args.mode == "eval":
+        model.eval()
+        step = eval_step
+    else:
+        model.train()
+        step = train_step
+    result = step()  # warm-up (and compilation)
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    report = {"seconds": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if args.mode == "eval":
+        torch.save(result, args.flow_out) if args.flow_out else None
+    return report
+
+
+def _run_worker(impl: str, preset: str, size: int, batch: int, mode: str, variant: str, repeats: int,
+                original_repo: str | None, flow_out: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--preset", preset, "--size", str(size),
+           "--batch", str(batch), "--mode", mode, "--variant", variant, "--repeats", str(repeats)]
+    if original_repo:
+        cmd += ["--original-repo", original_repo]
+    if flow_out:
+        cmd += ["--flow-out", flow_out]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=list(PAPER_SETTINGS), help="presets to measure")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--modes", nargs="+", default=["eval", "train"], choices=["eval", "train"])
+    parser.add_argument("--variants", nargs="+", default=["channels_last", "bf16"],
+                        choices=["fp32", "channels_last", "bf16", "compile"],
+                        help="variants besides fp32, which always runs first as the reference")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--original-repo", help="checkout of the original CMP code, to time it side by side")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    # worker mode (internal)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", default="motionprop", help=argparse.SUPPRESS)
+    parser.add_argument("--preset", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--flow-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    import tempfile
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    header = f"{'preset':30s} {'size':>4s} {'mode':5s} {'B':>2s} {'impl/variant':24s} {'s/iter':>8s} {'vs fp32':>8s} {'peak MB':>8s} {'rel.dlogit':>10s} {'max|dflow|':>10s}"
+    print(header)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets:
+            size = PAPER_SETTINGS.get(preset, 320)
+            for mode in args.modes:
+                for batch in args.batches:
+                    runs = [("motionprop", "fp32")]
+                    if args.original_repo:
+                        runs.append(("original", "fp32"))
+                    runs += [("motionprop", v) for v in args.variants if v != "fp32"]
+                    base = None
+                    ref_flow = None
+                    for impl, variant in runs:
+                        flow_out = str(Path(tmp) / f"{impl}_{variant}.pt") if mode == "eval" else None
+                        r = _run_worker(impl, preset, size, batch, mode, variant, args.repeats,
+                                        args.original_repo, flow_out)
+                        r.update(preset=preset, size=size, mode=mode, batch=batch, impl=impl, variant=variant)
+                        rows.append(r)
+                        if "error" in r:
+                            print(f"{preset[:30]:30s} {size:4d} {mode:5s} {batch:2d} {impl + '/' + variant:24s} ERROR {r['error']}")
+                            continue
+                        if impl == "motionprop" and variant == "fp32":
+                            base = r["seconds"]
+                        diff = ""
+                        if flow_out:
+                            outputs = torch.load(flow_out, weights_only=True)
+                            if ref_flow is None:
+                                ref_flow = outputs
+                            else:
+                                r["rel_logit_err"] = ((outputs["logits"] - ref_flow["logits"]).abs().max()
+                                                      / ref_flow["logits"].abs().max()).item()
+                                r["max_abs_flow_diff_px"] = (outputs["flow"] - ref_flow["flow"]).abs().max().item()
+                                diff = f"{r['rel_logit_err']:10.2g} {r['max_abs_flow_diff_px']:10.2g}"
+                        ratio = f"{r['seconds'] / base:8.2f}" if base else ""
+                        print(f"{preset[:30]:30s} {size:4d} {mode:5s} {batch:2d} {impl + '/' + variant:24s} "
+                              f"{r['seconds']:8.3f} {ratio:>8s} {r['peak_rss_mb']:8.0f} {diff:>21s}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
