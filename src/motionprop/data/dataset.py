@@ -1,0 +1,251 @@
+"""The training dataset: frame pairs with optical flow, turned into (image, guidance, target flow) samples.
+
+A list file holds one pair per line, ``img1 img2 flow`` (``.flo``, ``.png``,
+``.npy``, ``.npz``) or ``img1 img2 flow_x flow_y`` (the original release's JPEG
+pair). Relative paths are resolved against the list's folder, or, as the
+original code did, against the current directory (the first line of each list
+decides which, so the original YFCC lists work unchanged).
+
+A sample follows the original pipeline: resize by the short (or long) side,
+crop (random for training, centred for validation, zero padding when the frame
+is smaller), optional flip and flow augmentations, ImageNet normalization of
+0..255 pixels, guidance sampling. It differs in speed (OpenCV decoding and
+resizing, the fast sampler), in seeding (each sample has its own generator, see
+:meth:`ImageFlowDataset.__getitem__`), in resizing flow by the exact x and y
+ratios, and in rotating flow vectors correctly (the original's arctan lost the
+sign of x).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import DataConfig
+from ..errors import FlowFileError, InputError
+from .flow_io import read_flow_jpg, read_flow_with_valid
+from .guidance import make_sparse_input, sample_guidance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """One line of a list file with its paths resolved."""
+
+    image1: str
+    image2: str
+    flow: tuple[str, ...]  # one flow file, or the x and y JPEGs
+
+
+def read_pair_list(list_path: str | os.PathLike) -> list[PairRecord]:
+    """Parse a list file into :class:`PairRecord` s, resolving relative paths (see module doc)."""
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise InputError(f"list file not found: {list_path}")
+    lines = [line.split() for line in list_path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"list file is empty: {list_path}")
+    for number, fields in enumerate(lines, 1):
+        if len(fields) not in (3, 4):
+            raise InputError(f"{list_path}:{number}: expected 'img1 img2 flow' or 'img1 img2 flow_x flow_y', "
+                             f"got {len(fields)} fields")
+    base = _path_base(list_path, lines[0][0])
+    return [PairRecord(_join(base, f[0]), _join(base, f[1]), tuple(_join(base, p) for p in f[2:])) for f in lines]
+
+
+def _path_base(list_path: Path, first: str) -> Path | None:
+    """Folder that relative paths of this list are relative to: the list's folder, else the current one."""
+    if os.path.isabs(first):
+        return None
+    if (list_path.parent / first).exists():
+        return list_path.parent
+    if Path(first).exists():
+        return Path.cwd()
+    raise InputError(f"{list_path}: the first image {first!r} exists neither relative to the list's folder "
+                     f"({list_path.parent}) nor to the current directory ({Path.cwd()})")
+
+
+def _join(base: Path | None, path: str) -> str:
+    return path if base is None else str(base / path)
+
+
+def read_image_rgb(path: str) -> np.ndarray:
+    """An image file as uint8 RGB (H, W, 3); an unreadable file is an error naming it."""
+    data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
+    if data is None:
+        raise InputError(f"image not found: {path}")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"cannot decode image: {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_pair(record: PairRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both frames (uint8 RGB), the flow (H, W, 2) float32 with 0 where unknown, and its valid mask."""
+    image1, image2 = read_image_rgb(record.image1), read_image_rgb(record.image2)
+    if len(record.flow) == 2:
+        flow = read_flow_jpg(*record.flow)
+        valid = np.ones(flow.shape[:2], bool)
+    else:
+        flow, valid = read_flow_with_valid(record.flow[0])
+    for name, image in ((record.image1, image1), (record.image2, image2)):
+        if image.shape[:2] != flow.shape[:2]:
+            raise InputError(f"{name} is {image.shape[1]}x{image.shape[0]} but its flow {record.flow[0]} is "
+                             f"{flow.shape[1]}x{flow.shape[0]}")
+    return image1, image2, flow, valid
+
+
+def resized_size(height: int, width: int, short_size: int | None, long_size: int | None) -> tuple[int, int]:
+    """(H, W) after scaling the short (or long) side to the given length, as the original (int truncation)."""
+    if short_size is not None:
+        scale = short_size / min(height, width)
+    else:
+        scale = long_size / max(height, width)
+    if height <= width:
+        return (short_size, int(scale * width)) if short_size is not None else (int(scale * height), long_size)
+    return (int(scale * height), short_size) if short_size is not None else (long_size, int(scale * width))
+
+
+def resize_pair(image1: np.ndarray, image2: np.ndarray, flow: np.ndarray, valid: np.ndarray,
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Resize frames (bicubic), flow (bilinear, vectors scaled by the x and y ratios) and valid mask to (H, W)."""
+    height, width = size
+    if (height, width) == image1.shape[:2]:
+        return image1, image2, flow, valid
+    sx, sy = width / image1.shape[1], height / image1.shape[0]
+    image1 = cv2.resize(image1, (width, height), interpolation=cv2.INTER_CUBIC)
+    image2 = cv2.resize(image2, (width, height), interpolation=cv2.INTER_CUBIC)
+    flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR) * np.float32([sx, sy])
+    valid = cv2.resize(valid.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return image1, image2, flow, valid
+
+
+def crop_window(height: int, width: int, crop: tuple[int, int], rng: np.random.Generator | None
+                ) -> tuple[int, int]:
+    """Top-left corner of a crop: random when ``rng`` is given (training), centred otherwise."""
+    ch, cw = crop
+    if rng is None:
+        return (height - ch) // 2, (width - cw) // 2
+    return int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1))
+
+
+def crop_arrays(arrays: Sequence[np.ndarray], crop: tuple[int, int], rng: np.random.Generator | None
+                ) -> list[np.ndarray]:
+    """Crop same-sized arrays at one window, zero-padding (centred) first where they are smaller."""
+    height, width = arrays[0].shape[:2]
+    ch, cw = crop
+    pad_h, pad_w = max(ch - height, 0), max(cw - width, 0)
+    if pad_h or pad_w:
+        pads = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
+        arrays = [np.pad(a, pads + ((0, 0),) * (a.ndim - 2)) for a in arrays]
+        height, width = height + pad_h, width + pad_w
+    top, left = crop_window(height, width, crop, rng)
+    return [a[top:top + ch, left:left + cw] for a in arrays]
+
+
+def augment_flow(flow: np.ndarray, rng: np.random.Generator, reverse: bool, scale: bool, rotate: bool
+                 ) -> np.ndarray:
+    """The original's flow augmentations: negate (p=1/2), scale by U(0.5, 2), rotate vectors (p=1/2)."""
+    if reverse and rng.random() < 0.5:
+        flow = -flow
+    if scale:
+        flow = flow * np.float32(rng.uniform(0.5, 2.0))
+    if rotate and rng.random() < 0.5:
+        theta = rng.uniform(0, 2 * np.pi)
+        c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+        flow = np.stack([c * flow[..., 0] - s * flow[..., 1], s * flow[..., 0] + c * flow[..., 1]], axis=-1)
+    return np.ascontiguousarray(flow, dtype=np.float32)
+
+
+class ImageFlowDataset(Dataset):
+    """Samples for CMP training from one or more list files.
+
+    An item is a dict of float32 tensors: ``image`` (3,H,W) normalized,
+    ``sparse`` (4,H,W) = flow x, flow y, mask, mask, ``flow`` (2,H,W) target,
+    ``valid`` (1,H,W) where the target is known, ``image2`` (3,H,W) normalized,
+    plus ``index`` and ``skipped`` (how many bad pairs were skipped to give
+    this one; always 0 unless ``skip_bad``).
+    """
+
+    def __init__(self, list_files: Sequence[str | os.PathLike], config: DataConfig, train: bool,
+                 seed: int = 0, skip_bad: bool = False, load_image2: bool = True):
+        if not list_files:
+            raise InputError("no list files given (data.train_source / data.val_source are empty)")
+        self.records = [r for path in list_files for r in read_pair_list(path)]
+        self.config = config
+        self.train = train
+        self.seed = seed
+        self.skip_bad = skip_bad
+        self.load_image2 = load_image2
+        self._mean = np.float32(config.mean)
+        self._inv_std = 1.0 / np.float32(config.std)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample_rng(self, index: int, draw: int = 0) -> np.random.Generator:
+        """The generator of one sample: a function of (dataset seed, index, draw), independent of workers."""
+        return np.random.default_rng([self.seed, index, draw])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``key`` is an index, or (index, draw) where ``draw`` numbers the times this index was drawn.
+
+        Samplers that yield (index, draw) make every sample's augmentation and
+        guidance reproducible whatever the number of workers, and resumable.
+        """
+        index, draw = key if isinstance(key, tuple) else (key, 0)
+        skipped = 0
+        while True:
+            try:
+                item = self.make_sample(self.records[index], self.sample_rng(index, draw))
+                break
+            except (InputError, FlowFileError) as exc:
+                if not self.skip_bad or skipped >= 100:
+                    raise
+                log.warning("skipping a bad pair: %s", exc)
+                skipped += 1
+                index = (index + 1) % len(self.records)
+        item["index"] = torch.tensor(index)
+        item["skipped"] = torch.tensor(skipped)
+        return item
+
+    def make_sample(self, record: PairRecord, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Read, resize, crop, augment, normalize and sample guidance for one pair."""
+        cfg = self.config
+        image1, image2, flow, valid = read_pair(record)
+        size = resized_size(*image1.shape[:2], cfg.short_size, cfg.long_size)
+        image1, image2, flow, valid = resize_pair(image1, image2, flow, valid, size)
+        image1, image2, flow, valid = crop_arrays([image1, image2, flow, valid], tuple(cfg.crop_size),
+                                                  rng if self.train else None)
+        if self.train:
+            if cfg.flip and rng.random() < 0.5:
+                image1, image2, flow, valid = (a[:, ::-1] for a in (image1, image2, flow, valid))
+                flow = flow * np.float32([-1, 1])
+            flow = augment_flow(flow, rng, cfg.flow_reverse, cfg.flow_scale, cfg.flow_rotate)
+        flow = np.ascontiguousarray(flow, dtype=np.float32)
+        guided = np.where(valid[..., None], flow, np.nan).astype(np.float32) if not valid.all() else flow
+        sparse_flow, mask = sample_guidance(guided, cfg.sample_strategy, cfg.bg_ratio, cfg.nms_ks,
+                                            cfg.max_num_guide, rng=rng)
+        item = {
+            "image": self._normalize(image1),
+            "sparse": torch.from_numpy(make_sparse_input(sparse_flow, mask)),
+            "flow": torch.from_numpy(flow.transpose(2, 0, 1).copy()),
+            "valid": torch.from_numpy(np.ascontiguousarray(valid)[None].astype(np.float32)),
+        }
+        if self.load_image2:
+            item["image2"] = self._normalize(image2)
+        return item
+
+    def _normalize(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 RGB (H, W, 3) -> float32 (3, H, W), (pixel - mean) / std."""
+        normalized = (image.astype(np.float32) - self._mean) * self._inv_std
+        return torch.from_numpy(normalized.transpose(2, 0, 1).copy())

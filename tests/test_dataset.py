@@ -1,0 +1,133 @@
+"""The training dataset: list files, the sample pipeline, seeding, bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from motionprop.config import DataConfig
+from motionprop.data.dataset import ImageFlowDataset, read_pair_list, resized_size
+from motionprop.data.flow_io import write_flow, write_flow_jpg
+from motionprop.errors import InputError
+
+
+def _write_pair(root: Path, name: str, size=(60, 80), flow_value=(4.0, 2.0), jpg=False) -> str:
+    """Two textured frames and a constant flow; returns the list line (paths relative to root/lists)."""
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    for i in (1, 2):
+        img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / f"{name}_{i}.png"), img)
+    flow = np.empty((*size, 2), np.float32)
+    flow[..., 0], flow[..., 1] = flow_value
+    if jpg:
+        write_flow_jpg(root / f"{name}_x.jpg", root / f"{name}_y.jpg", flow)
+        return f"../{name}_1.png ../{name}_2.png ../{name}_x.jpg ../{name}_y.jpg"
+    write_flow(root / f"{name}.flo", flow)
+    return f"../{name}_1.png ../{name}_2.png ../{name}.flo"
+
+
+@pytest.fixture
+def pairs(tmp_path) -> Path:
+    (tmp_path / "lists").mkdir()
+    lines = [_write_pair(tmp_path, f"p{i}", flow_value=(4.0 + i, 2.0)) for i in range(4)]
+    (tmp_path / "lists" / "train.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path / "lists" / "train.txt"
+
+
+def _config(**kwargs) -> DataConfig:
+    base = dict(short_size=60, crop_size=(48, 64), bg_ratio=1 / 64, nms_ks=7, max_num_guide=-1)
+    base.update(kwargs)
+    return DataConfig(**base)
+
+
+def test_item_shapes_and_guidance_matches_the_flow(pairs):
+    ds = ImageFlowDataset([pairs], _config(), train=True)
+    item = ds[2]
+    assert item["image"].shape == (3, 48, 64) and item["image2"].shape == (3, 48, 64)
+    assert item["sparse"].shape == (4, 48, 64) and item["flow"].shape == (2, 48, 64)
+    mask = item["sparse"][2] > 0
+    assert mask.sum() >= 12  # grid stride 8 on 48x64
+    torch.testing.assert_close(item["sparse"][:2][:, mask], item["flow"][:, mask])
+    assert (item["sparse"][:2][:, ~mask] == 0).all() and torch.equal(item["sparse"][2], item["sparse"][3])
+    torch.testing.assert_close(item["flow"][0], torch.full((48, 64), 6.0))
+
+
+def test_resize_scales_flow_by_the_size_ratio(pairs):
+    ds = ImageFlowDataset([pairs], _config(short_size=30, crop_size=(30, 40)), train=False)
+    flow = ds[0]["flow"]
+    assert flow.shape == (2, 30, 40)
+    torch.testing.assert_close(flow[0], torch.full((30, 40), 2.0))
+    torch.testing.assert_close(flow[1], torch.full((30, 40), 1.0))
+    assert resized_size(480, 854, 416, None) == (416, 740)  # int truncation as the original
+    assert resized_size(854, 480, None, 400) == (400, 224)
+
+
+def test_small_frames_are_zero_padded_centred(pairs):
+    ds = ImageFlowDataset([pairs], _config(short_size=60, crop_size=(70, 80)), train=False)
+    item = ds[0]
+    assert item["flow"].shape == (2, 70, 80)
+    assert (item["flow"][:, :5] == 0).all() and (item["flow"][:, -5:] == 0).all()
+    assert (item["flow"][0, 5:65] == 4.0).all()
+
+
+def test_flip_negates_x_and_seeding_is_per_sample(pairs):
+    ds = ImageFlowDataset([pairs], _config(flip=True), train=True, seed=3)
+    signs = {float(torch.sign(ds[(1, draw)]["flow"][0, 0, 0])) for draw in range(12)}
+    assert signs == {1.0, -1.0}
+    a, b = ds[(1, 5)], ds[(1, 5)]
+    for key in ("image", "sparse", "flow"):
+        assert torch.equal(a[key], b[key])
+    other_seed = ImageFlowDataset([pairs], _config(flip=True), train=True, seed=4)
+    assert any(not torch.equal(ds[(i, 0)]["image"], other_seed[(i, 0)]["image"]) for i in range(4))
+
+
+def test_workers_do_not_change_samples(pairs):
+    ds = ImageFlowDataset([pairs], _config(flow_rotate=True, flow_scale=True), train=True)
+    keys = [(i % 4, i // 4) for i in range(8)]
+    inline = [ds[k]["flow"] for k in keys]
+    loader = DataLoader(ds, batch_size=2, sampler=keys, num_workers=2)
+    batched = torch.cat([b["flow"] for b in loader])
+    torch.testing.assert_close(batched, torch.stack(inline))
+
+
+def test_rotation_keeps_vector_length(pairs):
+    ds = ImageFlowDataset([pairs], _config(flow_rotate=True), train=True)
+    lengths = {round(float(ds[(0, d)]["flow"][:, 0, 0].norm()), 4) for d in range(8)}
+    assert lengths == {round(float(np.hypot(4.0, 2.0)), 4)}
+
+
+def test_jpg_pair_lists_and_cwd_relative_paths(tmp_path, monkeypatch):
+    line = _write_pair(tmp_path, "j", jpg=True).replace("../", "")
+    (tmp_path / "elsewhere").mkdir()
+    lst = tmp_path / "elsewhere" / "list.txt"
+    lst.write_text(line + "\n")
+    monkeypatch.chdir(tmp_path)  # paths relative to the current directory, as the original
+    records = read_pair_list(lst)
+    assert len(records[0].flow) == 2 and os.path.isfile(records[0].flow[1])
+    item = ImageFlowDataset([lst], _config(), train=False)[0]
+    assert abs(float(item["flow"][0].mean()) - 4.0) < 0.3  # 8-bit JPEG quantization, 100/255 px a step
+
+
+def test_bad_lists_and_files_are_named(tmp_path, pairs):
+    with pytest.raises(InputError, match="list file not found: .*nope.txt"):
+        read_pair_list(tmp_path / "nope.txt")
+    bad = tmp_path / "lists" / "bad.txt"
+    bad.write_text("a b\n")
+    with pytest.raises(InputError, match="bad.txt:1: expected"):
+        read_pair_list(bad)
+    bad.write_text("missing1.png missing2.png f.flo\n")
+    with pytest.raises(InputError, match="missing1.png.*exists neither"):
+        read_pair_list(bad)
+    (tmp_path / "p1_2.png").write_bytes(b"not an image")
+    ds = ImageFlowDataset([pairs], _config(), train=False)
+    with pytest.raises(InputError, match="cannot decode image: .*p1_2.png"):
+        ds[1]
+    skipping = ImageFlowDataset([pairs], _config(), train=False, skip_bad=True)
+    item = skipping[1]
+    assert int(item["skipped"]) == 1 and int(item["index"]) == 2
