@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -211,15 +210,6 @@ def sintel_crops(data_dir: Path, size: int = 384, short_side: int = 416) -> list
 # ---------------------------------------------------------------- measuring
 
 
-@dataclass
-class Result:
-    """Timing and statistics of one sampler over one set of flows."""
-
-    ms_per_sample: float
-    mean_points: float
-    mean_edge_distance: float
-
-
 def edge_distance(flow: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Distance of each point from the nearest motion edge, measured with the REFERENCE edge map."""
     ds = max(1, max(flow.shape[0], flow.shape[1]) // 400)
@@ -229,36 +219,34 @@ def edge_distance(flow: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
     return distance[rows // ds, cols // ds]
 
 
-def measure(points_fn: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]],
-            flows: Sequence[np.ndarray], repeats: int, seed: int = 0) -> Result:
-    """Time ``points_fn`` over ``flows`` (best of ``repeats`` passes) and average its statistics."""
-    best = np.inf
-    for _ in range(repeats):
-        rng = np.random.default_rng(seed)
-        start = time.perf_counter()
-        for flow in flows:
-            points_fn(flow, rng)
-        best = min(best, time.perf_counter() - start)
+def statistics(points_fn: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]],
+               flows: Sequence[np.ndarray], draws: int = 5, seed: int = 0) -> tuple[float, float]:
+    """Mean number of points and mean distance of the points from motion edges, over flows and seeds."""
     counts, distances = [], []
     for k, flow in enumerate(flows):
-        for draw in range(5):  # the near-duplicate removal is random: average a few draws
+        for draw in range(draws):  # the near-duplicate removal is random: average a few draws
             rows, cols = points_fn(flow, np.random.default_rng([seed, k, draw]))
             counts.append(len(rows))
             distances.extend(edge_distance(flow, rows, cols))
-    return Result(1000 * best / len(flows), float(np.mean(counts)), float(np.mean(distances)) if distances else 0.0)
+    return float(np.mean(counts)), float(np.mean(distances)) if distances else 0.0
 
 
-def time_full_sampler(sampler: Callable[[np.ndarray, np.random.Generator], object], flows: Sequence[np.ndarray],
-                      repeats: int) -> float:
-    """Milliseconds per sample of a whole sampler call (grid + watershed + selection), best of ``repeats``."""
-    best = np.inf
+def time_interleaved(functions: Sequence[Callable[[np.ndarray, np.random.Generator], object]],
+                     flows: Sequence[np.ndarray], repeats: int) -> list[float]:
+    """Milliseconds per sample of each function: per flow the best of ``repeats``, the functions alternating.
+
+    Alternating and keeping each flow's best time makes the ratio robust to other
+    processes competing for the core.
+    """
+    best = np.full((len(functions), len(flows)), np.inf)
     for _ in range(repeats):
-        rng = np.random.default_rng(0)
-        start = time.perf_counter()
-        for flow in flows:
-            sampler(flow, rng)
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best / len(flows)
+        for k, flow in enumerate(flows):
+            for i, function in enumerate(functions):
+                rng = np.random.default_rng(k)
+                start = time.perf_counter()
+                function(flow, rng)
+                best[i, k] = min(best[i, k], time.perf_counter() - start)
+    return [1000 * float(row.mean()) for row in best]
 
 
 def use_one_core() -> None:
@@ -275,21 +263,29 @@ def report(name: str, flows: Sequence[np.ndarray], nms_ks: int, bg_ratio: float,
     """Print timings and statistics of the reference and motionprop on ``flows``."""
     from motionprop.data.guidance import sample_guidance, watershed_points
 
-    ref = measure(lambda f, r: reference_watershed_points(f, nms_ks, r), flows, repeats)
-    ours = measure(lambda f, r: watershed_points(f, nms_ks, rng=r), flows, repeats)
-    ref_full = time_full_sampler(lambda f, r: reference_flow_sampler(
-        f, ("grid", "watershed"), bg_ratio, nms_ks, max_num_guide, rng=r), flows, repeats)
-    ours_full = time_full_sampler(lambda f, r: sample_guidance(
-        f, ("grid", "watershed"), bg_ratio, nms_ks, max_num_guide, rng=r), flows, repeats)
+    def ref_points(flow, rng):
+        return reference_watershed_points(flow, nms_ks, rng)
+
+    def our_points(flow, rng):
+        return watershed_points(flow, nms_ks, rng=rng)
+
+    def ref_sampler(flow, rng):
+        return reference_flow_sampler(flow, ("grid", "watershed"), bg_ratio, nms_ks, max_num_guide, rng=rng)
+
+    def our_sampler(flow, rng):
+        return sample_guidance(flow, ("grid", "watershed"), bg_ratio, nms_ks, max_num_guide, rng=rng)
+
+    ref_ws, our_ws, ref_full, our_full = time_interleaved([ref_points, our_points, ref_sampler, our_sampler],
+                                                          flows, repeats)
+    ref_count, ref_distance = statistics(ref_points, flows)
+    our_count, our_distance = statistics(our_points, flows)
     shape = "x".join(str(s) for s in flows[0].shape[:2])
     print(f"\n{name}: {len(flows)} flows of {shape}, nms_ks={nms_ks}")
     print(f"  {'':34s}{'reference':>12s}{'motionprop':>12s}{'ratio':>9s}")
-    print(f"  {'watershed, ms/sample':34s}{ref.ms_per_sample:12.2f}{ours.ms_per_sample:12.2f}"
-          f"{ref.ms_per_sample / ours.ms_per_sample:8.1f}x")
-    print(f"  {'grid+watershed sampler, ms/sample':34s}{ref_full:12.2f}{ours_full:12.2f}"
-          f"{ref_full / ours_full:8.1f}x")
-    print(f"  {'mean watershed points':34s}{ref.mean_points:12.2f}{ours.mean_points:12.2f}")
-    print(f"  {'mean distance from edges, px':34s}{ref.mean_edge_distance:12.2f}{ours.mean_edge_distance:12.2f}")
+    print(f"  {'watershed, ms/sample':34s}{ref_ws:12.2f}{our_ws:12.2f}{ref_ws / our_ws:8.1f}x")
+    print(f"  {'grid+watershed sampler, ms/sample':34s}{ref_full:12.2f}{our_full:12.2f}{ref_full / our_full:8.1f}x")
+    print(f"  {'mean watershed points':34s}{ref_count:12.2f}{our_count:12.2f}")
+    print(f"  {'mean distance from edges, px':34s}{ref_distance:12.2f}{our_distance:12.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="window sizes of the watershed's local maxima (41: AlexNet/VOC presets, 15: LIP)")
     parser.add_argument("--bg-ratio", type=float, default=1.0 / 6400, help="grid density of the full sampler")
     parser.add_argument("--max-num-guide", type=int, default=150, help="cap of the full sampler (-1: none)")
-    parser.add_argument("--repeats", type=int, default=3, help="timing passes; the best is kept")
+    parser.add_argument("--repeats", type=int, default=3, help="timing passes; each flow's best is kept")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
     args = parser.parse_args(argv)
 

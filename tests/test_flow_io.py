@@ -175,7 +175,7 @@ def test_damaged_files_raise_flow_file_error(tmp_path, suffix):
     write_flow(tmp_path / f"f{suffix}", random_flow())
     data = (tmp_path / f"f{suffix}").read_bytes()
     (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
-    with pytest.raises(FlowFileError, match=f"cut"):
+    with pytest.raises(FlowFileError, match="cut"):
         read_flow(tmp_path / f"cut{suffix}")
 
 

@@ -325,8 +325,10 @@ def _encode(suffix: str, image: np.ndarray, path: Path, params: list[int] | None
 
 
 def _is_jpeg_name(path: Path) -> bool:
+    """Whether ``path`` is named like a JPEG (for a hint towards read_flow_jpg)."""
     return path.suffix.lower() in (".jpg", ".jpeg")
 
 
 def _size(image: np.ndarray) -> str:
+    """``WxH`` of an image, for messages."""
     return f"{image.shape[1]}x{image.shape[0]}"
