@@ -166,9 +166,24 @@ class TrainConfig:
     val_iter: int = -1
     keep_last: int = 3
     num_gpus: int = 1
+    seed: int = 0
+    grad_accum: int = 1
+    grad_clip: float = 0.0
+    amp: str = "none"
+    channels_last: bool = False
+    sync_bn: bool = False
+    loss_resolution: str = "full"
+    num_val_images: int = 4
 
     def validate(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
+        _check_choice("train.amp", self.amp, ("none", "bf16", "fp16"))
+        _check_choice("train.loss_resolution", self.loss_resolution, ("full", "output"))
+        if self.grad_accum < 1:
+            raise ConfigError(f"train.grad_accum must be >= 1, got {self.grad_accum}")
+        for name in ("print_freq", "val_freq", "save_freq", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.total_iter < 1:
             raise ConfigError(f"train.total_iter must be positive, got {self.total_iter}")
         if len(self.lr_steps) != len(self.lr_mults):
@@ -223,13 +238,29 @@ def _section_from_dict(cls: type, values: Mapping[str, Any], section: str) -> An
         raise ConfigError(
             f"section '{section}': unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(fields))}"
         )
-    kwargs = {}
-    for key, value in values.items():
-        default = getattr(cls(), key)
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
+    defaults = cls()
+    kwargs = {key: _coerce(f"{section}.{key}", value, getattr(defaults, key)) for key, value in values.items()}
     return cls(**kwargs)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Match ``value`` to the type of the field's default: YAML reads '1e-4' as a string, lists for tuples."""
+    if value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(default, int) and default is not None and not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:

@@ -19,6 +19,7 @@ import sys
 COMMAND_MODULES = (
     "motionprop.cli.model",
     "motionprop.cli.data",
+    "motionprop.cli.train",
 )
 
 EPILOG = """\

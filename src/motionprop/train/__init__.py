@@ -1,0 +1,1 @@
+"""Training: the loop, distribution over processes, the iteration sampler, the schedule, checkpoints."""

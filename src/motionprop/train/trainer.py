@@ -1,0 +1,507 @@
+"""The training loop of CMP: one readable loop for one CPU process up to many GPUs on many nodes.
+
+Run it with ``motionprop train`` (or :func:`train`); under ``torchrun`` each
+process trains on its share of every batch with DistributedDataParallel. Only
+rank 0 writes files. The run folder holds::
+
+    config.yaml        the resolved config of the run
+    metrics.jsonl      one JSON object per logged train step or validation
+    checkpoints/       iter_NNNNNNN/ folders (see train/checkpoints.py)
+    images/            validation pictures: image + guidance, predicted flow, target flow
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from ..baselines import end_point_error, idw_fill, nearest_fill
+from ..checkpoint import load_state_strict, read_checkpoint
+from ..config import Config
+from ..data.dataset import ImageFlowDataset
+from ..errors import InputError, MotionpropError
+from ..losses import build_flow_loss
+from ..models import CMP, create_model
+from .checkpoints import (list_checkpoints, load_train_state, rng_state, save_training_checkpoint,
+                          set_rng_state)
+from .distributed import DistInfo, all_reduce_sum, any_process, barrier, broadcast_object, init_distributed
+from .sampler import IterationSampler
+from .schedule import learning_rate
+
+
+class TrainingStopped(MotionpropError):
+    """Training stopped on a NaN loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainOptions:
+    """How to run (not what to train: that is the :class:`Config`)."""
+
+    run_dir: Path
+    resume: bool = False
+    force: bool = False
+    device: str = "auto"
+    time_limit: float | None = None
+    progress: bool = True
+    tensorboard: bool = False
+    log: Any = print
+
+
+@dataclass
+class TrainResult:
+    """Where a run ended: its iteration, last checkpoint, last validation, and the trained network."""
+
+    iteration: int
+    stopped_early: bool
+    checkpoint: Path | None
+    val: dict[str, float] = field(default_factory=dict)
+    model: CMP | None = None
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def prepare_run_dir(cfg: Config, opts: TrainOptions, info: DistInfo) -> Config:
+    """Create (or check) the run folder on rank 0 and save the config; returns the config to train with.
+
+    A run folder is never overwritten without ``force``. On resume, the saved
+    config is used and must build the same model as the one given.
+    """
+    run_dir = Path(opts.run_dir)
+    error = None
+    if info.is_main:
+        try:
+            cfg = _claim_run_dir(cfg, opts, run_dir)
+        except MotionpropError as exc:
+            error = str(exc)
+    error, cfg = broadcast_object((error, cfg), info)
+    if error:
+        raise InputError(error)
+    return cfg
+
+
+def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
+    import shutil
+
+    from ..config import load_config
+
+    saved = run_dir / "config.yaml"
+    if opts.resume:
+        if not saved.is_file():
+            raise InputError(f"--resume: {run_dir} is not a run folder (no config.yaml)")
+        previous = load_config(saved)
+        if previous.model != cfg.model:
+            raise InputError(f"--resume: the model in {saved} differs from the config given; "
+                             "resume without --config to use the saved one")
+        return cfg
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not opts.force:
+            raise InputError(f"run folder {run_dir} already exists and is not empty; use --resume to continue "
+                             "it or --force to start over (deletes it)")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(cfg.to_yaml())
+    return cfg
+
+
+def build_model(cfg: Config, info: DistInfo) -> tuple[CMP, nn.Module]:
+    """The bare network and the one to call (DDP-wrapped when distributed)."""
+    model = create_model(cfg)
+    if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(info.device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return model, nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model, model
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999), weight_decay=t.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def build_loaders(cfg: Config, info: DistInfo, start_iter: int) -> tuple[DataLoader, DataLoader | None]:
+    """Training loader (this rank's share of an iteration-based stream) and validation loader."""
+    d, t = cfg.data, cfg.train
+    train_set = ImageFlowDataset(d.train_source, d, train=True, seed=t.seed, load_image2=False)
+    sampler = IterationSampler(len(train_set), t.total_iter, d.batch_size, info.world_size, info.rank,
+                               t.grad_accum, t.seed, start_iter)
+    common = dict(num_workers=d.workers, pin_memory=info.device.type == "cuda",
+                  persistent_workers=d.workers > 0)
+    train_loader = DataLoader(train_set, batch_size=d.batch_size, sampler=sampler, **common)
+    val_loader = None
+    if d.val_source:
+        val_set = ImageFlowDataset(d.val_source, d, train=False, seed=t.seed, load_image2=False)
+        count = len(val_set) if t.val_iter < 0 else min(len(val_set), t.val_iter * d.batch_size_val)
+        keys = [(i, 0) for i in range(info.rank, count, info.world_size)]
+        val_loader = DataLoader(val_set, batch_size=d.batch_size_val, sampler=keys, **common)
+    return train_loader, val_loader
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    if cfg.train.amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def compute_loss(loss_fn: nn.Module, output: torch.Tensor, target: torch.Tensor, resolution: str) -> torch.Tensor:
+    """The flow loss at the target's resolution (the original's) or, cheaper, at the output's."""
+    output = output.float()
+    if resolution == "output" and output.shape[-2:] != target.shape[-2:]:
+        target = F.adaptive_avg_pool2d(target, output.shape[-2:])
+    return loss_fn(output, target)
+
+
+def to_device(batch: dict[str, torch.Tensor], info: DistInfo, channels_last: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in batch.items():
+        value = value.to(info.device, non_blocking=True)
+        if channels_last and value.dim() == 4 and key in ("image", "sparse"):
+            value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+@torch.no_grad()
+def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: DistInfo, loss_fn: nn.Module,
+             image_dir: Path | None, iteration: int) -> dict[str, float]:
+    """Loss and EPE of the model, and EPE of the nearest-fill and IDW baselines on the same guidance."""
+    was_training = net.training
+    net.eval()
+    sums = torch.zeros(5, dtype=torch.float64)  # loss*n, epe, epe_nearest, epe_idw, n
+    pictures: list[np.ndarray] = []
+    for batch in loader:
+        batch = to_device(batch, info, cfg.train.channels_last)
+        with autocast_context(cfg, info.device):
+            output = net(batch["image"], batch["sparse"])
+        target, valid = batch["flow"], batch["valid"]
+        flow = model.output_to_flow(output.float(), target.shape[-2:])
+        n = target.shape[0]
+        sums[0] += compute_loss(loss_fn, output, target, "full").item() * n
+        sums[1] += end_point_error(flow, target, valid).sum().item()
+        sums[2] += end_point_error(nearest_fill(batch["sparse"].float()), target, valid).sum().item()
+        sums[3] += end_point_error(idw_fill(batch["sparse"].float()), target, valid).sum().item()
+        sums[4] += n
+        if image_dir is not None and info.is_main and len(pictures) < cfg.train.num_val_images:
+            pictures += _pictures(batch, flow, cfg, cfg.train.num_val_images - len(pictures))
+    sums = all_reduce_sum(sums.to(info.device), info).cpu()
+    net.train(was_training)
+    count = max(sums[4].item(), 1.0)
+    metrics = {"loss": sums[0].item() / count, "epe": sums[1].item() / count,
+               "epe_nearest": sums[2].item() / count, "epe_idw": sums[3].item() / count, "samples": int(count)}
+    if pictures and image_dir is not None:
+        _save_picture(image_dir / f"val_{iteration:07d}.png", pictures)
+    return metrics
+
+
+def _pictures(batch: dict[str, torch.Tensor], flow: torch.Tensor, cfg: Config, limit: int) -> list[np.ndarray]:
+    from ..visualize import denormalize, draw_guidance, flow_to_color, hstack_images
+
+    rows = []
+    for b in range(min(limit, flow.shape[0])):
+        image = denormalize(batch["image"][b].float().cpu().numpy(), cfg.data.mean, cfg.data.std)
+        sparse = batch["sparse"][b].float().cpu().numpy()
+        target = batch["flow"][b].float().cpu().numpy().transpose(1, 2, 0)
+        scale = float(np.hypot(target[..., 0], target[..., 1]).max()) or 1.0
+        rows.append(hstack_images([
+            draw_guidance(image, sparse[2] > 0, sparse[:2].transpose(1, 2, 0)),
+            flow_to_color(flow[b].float().cpu().numpy().transpose(1, 2, 0), scale),
+            flow_to_color(target, scale),
+        ]))
+    return rows
+
+
+def _save_picture(path: Path, rows: list[np.ndarray]) -> None:
+    import cv2
+
+    from ..fileio import atomic_path
+
+    grid = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in rows])
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """Appends JSON lines to ``metrics.jsonl`` (rank 0 only); on resume, drops lines past the restart point."""
+
+    def __init__(self, run_dir: Path, info: DistInfo, start_iter: int, tensorboard: bool):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = info.is_main
+        self.writer = None
+        if not self.enabled:
+            return
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("iter", 0) <= start_iter]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise InputError("--tensorboard needs the tensorboard package: pip install 'motionprop[tensorboard]'")
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("iter",):
+                    self.writer.add_scalar(f"{record['split']}/{key}", value, record["iter"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations, so a checkpoint is saved before exiting."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _resume_state(run_dir: Path, model: CMP, optimizer: torch.optim.Optimizer,
+                  scaler: torch.amp.GradScaler | None, info: DistInfo) -> tuple[int, Path | None]:
+    found = list_checkpoints(run_dir)
+    if not found:
+        return 0, None
+    iteration, folder = found[-1]
+    _, state, _ = read_checkpoint(folder)
+    load_state_strict(model, state, folder)
+    train_state = load_train_state(folder)
+    optimizer.load_state_dict(train_state["optimizer"])
+    if scaler is not None and train_state.get("scaler"):
+        scaler.load_state_dict(train_state["scaler"])
+    states = train_state.get("rng") or []
+    if len(states) == info.world_size:
+        set_rng_state(states[info.rank])
+    return iteration, folder
+
+
+def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
+    state = rng_state()
+    if not info.distributed:
+        return [state]
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def train(cfg: Config, opts: TrainOptions) -> TrainResult:
+    """Train CMP as ``cfg`` says, in ``opts.run_dir``; resumable, interruptible, distributed under torchrun."""
+    info = init_distributed(opts.device)
+    cfg = prepare_run_dir(cfg, opts, info)
+    run_dir = Path(opts.run_dir)
+    t = cfg.train
+    torch.manual_seed(t.seed + info.rank)
+    np.random.seed((t.seed + info.rank) % 2**32)
+
+    model, net = build_model(cfg, info)
+    optimizer = build_optimizer(model, cfg)
+    use_scaler = t.amp == "fp16" and info.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    start_iter, resumed_from = (0, None)
+    if opts.resume:
+        start_iter, resumed_from = _resume_state(run_dir, model, optimizer, scaler, info)
+    if start_iter >= t.total_iter:
+        raise InputError(f"{run_dir} already finished {start_iter} of {t.total_iter} iterations; "
+                         "raise train.total_iter to train longer")
+    train_loader, val_loader = build_loaders(cfg, info, start_iter)
+    loss_fn = build_flow_loss(cfg.model)
+    log = MetricsLog(run_dir, info, start_iter, opts.tensorboard)
+    image_dir = run_dir / "images"
+    if info.is_main:
+        global_batch = cfg.data.batch_size * info.world_size * t.grad_accum
+        where = f"resuming from {resumed_from.name}" if resumed_from else "starting"
+        opts.log(f"motionprop train: {where} at iteration {start_iter}/{t.total_iter}, {info.world_size} "
+                 f"process(es) on {info.device}, global batch {global_batch}, "
+                 f"{len(train_loader.dataset)} training pairs")
+
+    result = _loop(cfg, opts, info, model, net, optimizer, scaler, loss_fn, train_loader, val_loader, log,
+                   image_dir, start_iter)
+    log.close()
+    return result
+
+
+def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.Module,
+          optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, loss_fn: nn.Module,
+          train_loader: DataLoader, val_loader: DataLoader | None, log: MetricsLog, image_dir: Path,
+          start_iter: int) -> TrainResult:
+    t = cfg.train
+    run_dir = Path(opts.run_dir)
+    bar = _progress(opts, info, start_iter, t.total_iter)
+    batches = iter(train_loader)
+    iteration = start_iter
+    last_ckpt: Path | None = None
+    val_metrics: dict[str, float] = {}
+    started = time.monotonic()
+    window = {"loss": 0.0, "data": 0.0, "step": 0.0, "n": 0}
+    stopped_early = False
+
+    def save() -> Path | None:
+        states = _gather_rng(info)
+        path = None
+        if info.is_main:
+            path = save_training_checkpoint(run_dir, iteration, net, optimizer, scaler, states, t.keep_last)
+        barrier(info)
+        return path
+
+    net.train()
+    with StopRequest() as stop:
+        while iteration < t.total_iter:
+            lr = learning_rate(iteration, t)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            tick = time.monotonic()
+            loss_value, data_time = _train_step(cfg, info, net, optimizer, scaler, loss_fn, batches)
+            iteration += 1
+            loss_mean = all_reduce_sum(torch.tensor([loss_value], device=info.device), info).item() / info.world_size
+            if not math.isfinite(loss_mean):
+                bar.close()
+                raise TrainingStopped(
+                    f"loss became {loss_mean} at iteration {iteration}; stopped without saving. The last good "
+                    f"checkpoint is in {run_dir / 'checkpoints'}; lower train.lr or check the data, then --resume")
+            window["loss"] += loss_mean
+            window["data"] += data_time
+            window["step"] += time.monotonic() - tick
+            window["n"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{lr:.2g}", data=f"{data_time:.2f}s")
+            if iteration % t.print_freq == 0 or iteration == t.total_iter:
+                _log_train(log, iteration, lr, window, cfg, info, opts, bar)
+            if val_loader is not None and (iteration % t.val_freq == 0 or iteration == t.total_iter):
+                val_metrics = validate(model, net, val_loader, cfg, info, loss_fn, image_dir, iteration)
+                log.write({"iter": iteration, "split": "val", "lr": lr, **val_metrics})
+                if info.is_main and not opts.progress:
+                    opts.log(_val_line(iteration, val_metrics))
+            if iteration % t.save_freq == 0 or iteration == t.total_iter:
+                last_ckpt = save()
+            out_of_time = opts.time_limit is not None and time.monotonic() - started > opts.time_limit
+            if any_process(stop.signal is not None or out_of_time, info):
+                stopped_early = iteration < t.total_iter
+                if iteration % t.save_freq != 0:
+                    last_ckpt = save()
+                break
+    bar.close()
+    if stopped_early and info.is_main:
+        reason = f"signal {stop.signal}" if stop.signal else "time limit"
+        opts.log(f"motionprop train: stopped at iteration {iteration} ({reason}); checkpoint saved, "
+                 f"continue with --resume")
+    if stopped_early and stop.signal is not None:
+        raise KeyboardInterrupt
+    return TrainResult(iteration, stopped_early, last_ckpt, val_metrics, model)
+
+
+def _train_step(cfg: Config, info: DistInfo, net: nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler | None, loss_fn: nn.Module,
+                batches: Iterator[dict[str, torch.Tensor]]) -> tuple[float, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (loss, seconds waiting for data)."""
+    t = cfg.train
+    optimizer.zero_grad(set_to_none=True)
+    total, data_time = 0.0, 0.0
+    for micro in range(t.grad_accum):
+        tick = time.monotonic()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            raise RuntimeError("the training sampler ran out before total_iter (a bug)") from None
+        batch = to_device(batch, info, t.channels_last)
+        data_time += time.monotonic() - tick
+        sync = contextlib.nullcontext()
+        if info.distributed and micro < t.grad_accum - 1:
+            sync = net.no_sync()
+        with sync:
+            with autocast_context(cfg, info.device):
+                output = net(batch["image"], batch["sparse"])
+            loss = compute_loss(loss_fn, output, batch["flow"], t.loss_resolution) / t.grad_accum
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        total += loss.item()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return total, data_time
+
+
+def _log_train(log: MetricsLog, iteration: int, lr: float, window: dict[str, float], cfg: Config,
+               info: DistInfo, opts: TrainOptions, bar: Any) -> None:
+    n = max(window["n"], 1)
+    samples = cfg.data.batch_size * info.world_size * cfg.train.grad_accum
+    record = {"iter": iteration, "split": "train", "loss": window["loss"] / n, "lr": lr,
+              "data_time": window["data"] / n, "iter_time": window["step"] / n,
+              "samples_per_s": samples * n / max(window["step"], 1e-9)}
+    log.write(record)
+    if info.is_main and not opts.progress:
+        opts.log(f"iter {iteration}: loss {record['loss']:.4f} lr {lr:.3g} "
+                 f"{record['iter_time']:.2f} s/it (data {record['data_time']:.2f} s)")
+    for key in ("loss", "data", "step"):
+        window[key] = 0.0
+    window["n"] = 0
+
+
+def _val_line(iteration: int, m: dict[str, float]) -> str:
+    return (f"val @ {iteration}: loss {m['loss']:.4f}  EPE {m['epe']:.3f} px  "
+            f"(nearest {m['epe_nearest']:.3f}, IDW {m['epe_idw']:.3f})")
+
+
+def _progress(opts: TrainOptions, info: DistInfo, start: int, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="it", desc="train", dynamic_ncols=True, file=sys.stderr,
+                disable=not (opts.progress and info.is_main))

@@ -1,0 +1,180 @@
+"""Training: a short run, DDP over 2 gloo processes, exact resume, interruption, the NaN guard, the schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import motionprop
+from motionprop.config import TrainConfig, apply_overrides
+from motionprop.data.synth import SynthConfig, generate
+from motionprop.train.quickstart import quickstart_config
+from motionprop.train.sampler import IterationSampler
+from motionprop.train.schedule import learning_rate
+from motionprop.train.trainer import TrainingStopped, TrainOptions, train
+
+TINY = ["model.image_encoder=resnet18", "model.img_enc_dim=32", "data.short_size=64", "data.crop_size=[64, 64]",
+        "data.batch_size=2", "data.batch_size_val=2", "data.workers=0", "data.bg_ratio=0.0039",
+        "data.nms_ks=9", "train.print_freq=1", "train.val_freq=3", "train.save_freq=2", "train.lr=0.02",
+        "train.lr_steps=[3]", "train.lr_mults=[0.5]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("synth")
+    summary = generate(root / "data", SynthConfig(height=64, width=80, num_pairs=16, val_fraction=0.25),
+                       progress=False)
+    return Path(summary.train_list).resolve(), Path(summary.val_list).resolve()
+
+
+def tiny_config(data: tuple[Path, Path], *extra: str) -> motionprop.Config:
+    train_list, val_list = data
+    return apply_overrides(quickstart_config(), [*TINY, f"data.train_source=[{train_list}]",
+                                                 f"data.val_source=[{val_list}]", *extra])
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_short_run_writes_metrics_checkpoints_and_images(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, "train.total_iter=4", "train.keep_last=1")
+    result = train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    assert result.iteration == 4 and not result.stopped_early
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if x["split"] == "train"]
+    assert [x["iter"] for x in train_lines] == [1, 2, 3, 4]
+    assert all({"loss", "lr"} <= set(x) for x in train_lines)
+    assert [x["lr"] for x in train_lines] == pytest.approx([0.02, 0.02, 0.02, 0.01])
+    val = [x for x in lines if x["split"] == "val"]
+    assert [x["iter"] for x in val] == [3, 4]
+    assert all(x["epe"] > 0 and x["epe_nearest"] > 0 and x["epe_idw"] > 0 for x in val)
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints] == ["iter_0000004"]  # keep_last=1
+    loaded = motionprop.load_model(checkpoints[0])
+    for name, value in _params(result.model).items():
+        torch.testing.assert_close(dict(loaded.named_parameters())[name], value)
+    assert any((tmp_path / "run" / "images").glob("val_*.png"))
+    assert motionprop.load_config(tmp_path / "run" / "config.yaml").model == cfg.model
+
+
+def test_run_folder_is_not_overwritten_without_force(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, "train.total_iter=1")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("x")
+    with pytest.raises(motionprop.InputError, match="already exists"):
+        train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    assert (tmp_path / "run" / "precious.txt").exists()
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_data, tmp_path):
+    quiet = dict(progress=False, log=lambda *_: None)
+    straight = train(tiny_config(tiny_data, "train.total_iter=4"), TrainOptions(tmp_path / "a", **quiet))
+    train(tiny_config(tiny_data, "train.total_iter=2"), TrainOptions(tmp_path / "b", **quiet))
+    resumed = train(tiny_config(tiny_data, "train.total_iter=4"), TrainOptions(tmp_path / "b", resume=True, **quiet))
+    assert resumed.iteration == 4
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iter"] for x in lines if x["split"] == "train"] == [1, 2, 3, 4]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: motionprop.Config, run_dir: Path, out: Path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from motionprop.train.distributed import cleanup_distributed
+
+    try:
+        result = train(cfg, TrainOptions(run_dir, device="cpu", progress=False, log=lambda *_: None))
+        torch.save(_params(result.model), out / f"rank{rank}.pt")
+    finally:
+        cleanup_distributed()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, "train.total_iter=3", "train.val_freq=100")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, tmp_path / "ddp", tmp_path), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    single = train(apply_overrides(cfg, ["train.grad_accum=2"]),
+                   TrainOptions(tmp_path / "single", progress=False, log=lambda *_: None))
+    moved = 0
+    initial = _params(motionprop.create_model(cfg))
+    for name, value in _params(single.model).items():
+        torch.testing.assert_close(rank0[name], value, rtol=1e-4, atol=1e-5)
+        moved += int(not torch.allclose(value, initial[name]))
+    assert moved > 10  # training really changed the weights
+
+
+def test_sampler_shards_and_resumes_exactly():
+    full = list(IterationSampler(10, total_iter=4, batch_size=3, world_size=1, accum=2, seed=1))
+    ranks = [list(IterationSampler(10, 4, 3, world_size=2, rank=r, seed=1)) for r in (0, 1)]
+    per_iter = 6
+    for it in range(4):
+        chunk = full[it * per_iter:(it + 1) * per_iter]
+        assert chunk[:3] == ranks[0][it * 3:(it + 1) * 3] and chunk[3:] == ranks[1][it * 3:(it + 1) * 3]
+    assert list(IterationSampler(10, 4, 3, accum=2, seed=1, start_iter=2)) == full[2 * per_iter:]
+    draws = [d for _, d in full]
+    assert draws[:10] == [0] * 10 and draws[10:20] == [1] * 10
+    assert sorted(i for i, _ in full[:10]) == list(range(10))
+
+
+def test_learning_rate_schedule_follows_the_original():
+    cfg = TrainConfig(lr=0.1, lr_steps=[40000, 60000], lr_mults=[0.1, 0.1])
+    assert [learning_rate(s, cfg) for s in (0, 39999, 40000, 60000)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    warm = TrainConfig(lr=0.01, warmup_lr=[0.1], warmup_steps=[100], lr_steps=[200], lr_mults=[0.1])
+    assert [learning_rate(s, warm) for s in (0, 50, 100, 200)] == pytest.approx([0.01, 0.055, 0.1, 0.01])
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, "train.total_iter=50", "train.save_freq=1", "train.lr=1e12",
+                      "train.val_freq=1000")
+    with pytest.raises(TrainingStopped, match="loss became nan|loss became inf"):
+        train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints
+    motionprop.load_model(checkpoints[-1])  # the last one saved is loadable
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_loadable_checkpoint(tiny_data, tmp_path):
+    train_list, val_list = tiny_data
+    cmd = [sys.executable, "-m", "motionprop", "train", "--config", "resnet50_yfcc_voc_16gpu_42k",
+           "--out", str(tmp_path / "run"), "--no-progress", *TINY, "train.total_iter=100000",
+           "train.save_freq=100000", "train.val_freq=100000", "model.image_encoder=resnet18",
+           f"data.train_source=[{train_list}]", "data.val_source=[]"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "checkpoint saved" in err or "checkpoint saved" in _
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert len(checkpoints) == 1
+    step = int(checkpoints[0].name.split("_")[1])
+    assert 2 <= step < 100000
+    assert motionprop.load_model(checkpoints[0]).config.model.image_encoder == "resnet18"
