@@ -83,6 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(cfg, options)
     finally:
         cleanup_distributed()
+    if not result.is_main:
+        return 0
     if result.val:
         m = result.val
         print(f"final validation: EPE {m['epe']:.3f} px (nearest fill {m['epe_nearest']:.3f}, "

@@ -69,6 +69,7 @@ class TrainResult:
     checkpoint: Path | None
     val: dict[str, float] = field(default_factory=dict)
     model: CMP | None = None
+    is_main: bool = True
 
 
 # --------------------------------------------------------------------------- set-up
@@ -440,7 +441,7 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
                  f"continue with --resume")
     if stopped_early and stop.signal is not None:
         raise KeyboardInterrupt
-    return TrainResult(iteration, stopped_early, last_ckpt, val_metrics, model)
+    return TrainResult(iteration, stopped_early, last_ckpt, val_metrics, model, info.is_main)
 
 
 def _train_step(cfg: Config, info: DistInfo, net: nn.Module, optimizer: torch.optim.Optimizer,
