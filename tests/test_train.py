@@ -178,3 +178,22 @@ def test_sigterm_saves_a_loadable_checkpoint(tiny_data, tmp_path):
     step = int(checkpoints[0].name.split("_")[1])
     assert 2 <= step < 100000
     assert motionprop.load_model(checkpoints[0]).config.model.image_encoder == "resnet18"
+
+
+def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
+    from motionprop.train.quickstart import run_quickstart
+
+    messages = []
+    synth = SynthConfig(height=64, width=80, num_pairs=12, val_fraction=0.25)
+    summary = run_quickstart(tmp_path / "qs", overrides=[*TINY, "train.total_iter=3"], log=messages.append,
+                             synth=synth)
+    m = summary["val"]
+    val_pairs = len((tmp_path / "qs" / "data" / "lists" / "val.txt").read_text().splitlines())
+    assert {"epe", "epe_nearest", "epe_idw"} <= set(m) and m["samples"] == val_pairs > 0
+    text = (tmp_path / "qs" / "summary.md").read_text()
+    assert f"{m['epe']:.3f}" in text and f"{m['epe_idw']:.3f}" in text and f"{m['epe_nearest']:.3f}" in text
+    assert len(summary["examples"]) == 3 and all(Path(p).is_file() for p in summary["examples"])
+    assert "nearest-guidance" in messages[-1] and "IDW" in messages[-1]
+    again = run_quickstart(tmp_path / "qs", overrides=[*TINY, "train.total_iter=3"], log=messages.append,
+                           synth=synth)  # finished run: evaluated again, not retrained
+    assert again["iteration"] == 3 and again["val"]["epe"] == pytest.approx(m["epe"], rel=1e-4)

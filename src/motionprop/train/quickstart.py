@@ -31,23 +31,26 @@ def quickstart_config() -> Config:
     return config_from_dict(yaml.safe_load(text))
 
 
-def _ensure_data(out: Path, log: Any) -> tuple[Path, Path]:
+def _ensure_data(out: Path, log: Any, synth: Any = None) -> tuple[Path, Path]:
     from ..data.synth import SynthConfig, generate
 
     data = out / "data"
     log(f"[1/3] built-in data in {data} (synthetic clips with exact flow)")
-    summary = generate(data, SynthConfig(), progress=True)
+    summary = generate(data, synth or SynthConfig(), progress=True)
     return Path(summary.train_list), Path(summary.val_list)
 
 
 def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float = 12.0,
-                   overrides: list[str] | None = None, log: Any = print) -> dict[str, Any]:
-    """Run the three steps; returns the final validation metrics and where things were written."""
+                   overrides: list[str] | None = None, log: Any = print, synth: Any = None) -> dict[str, Any]:
+    """Run the three steps; returns the final validation metrics and where things were written.
+
+    ``synth`` (a :class:`motionprop.data.synth.SynthConfig`) changes the built-in data, e.g. for tests.
+    """
     from ..config import apply_overrides
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    train_list, val_list = _ensure_data(out, log)
+    train_list, val_list = _ensure_data(out, log, synth)
     cfg = quickstart_config()
     cfg = apply_overrides(cfg, [f"data.train_source=[{train_list.resolve()}]",
                                 f"data.val_source=[{val_list.resolve()}]", *(overrides or [])])

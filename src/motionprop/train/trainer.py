@@ -107,6 +107,7 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
         if previous.model != cfg.model:
             raise InputError(f"--resume: the model in {saved} differs from the config given; "
                              "resume without --config to use the saved one")
+        saved.write_text(cfg.to_yaml())  # e.g. a longer train.total_iter
         return cfg
     if run_dir.exists() and any(run_dir.iterdir()):
         if not opts.force:
@@ -424,14 +425,15 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
             if val_loader is not None and (iteration % t.val_freq == 0 or iteration == t.total_iter):
                 val_metrics = validate(model, net, val_loader, cfg, info, loss_fn, image_dir, iteration)
                 log.write({"iter": iteration, "split": "val", "lr": lr, **val_metrics})
-                if info.is_main and not opts.progress:
-                    opts.log(_val_line(iteration, val_metrics))
-            if iteration % t.save_freq == 0 or iteration == t.total_iter:
+                if info.is_main:
+                    (bar.write if opts.progress else opts.log)(_val_line(iteration, val_metrics))
+            saved = iteration % t.save_freq == 0 or iteration == t.total_iter
+            if saved:
                 last_ckpt = save()
             out_of_time = opts.time_limit is not None and time.monotonic() - started > opts.time_limit
             if any_process(stop.signal is not None or out_of_time, info):
                 stopped_early = iteration < t.total_iter
-                if iteration % t.save_freq != 0:
+                if not saved:
                     last_ckpt = save()
                 break
     bar.close()
