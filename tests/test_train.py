@@ -161,7 +161,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tiny_d
 def test_sigterm_saves_a_loadable_checkpoint(tiny_data, tmp_path):
     train_list, val_list = tiny_data
     cmd = [sys.executable, "-m", "motionprop", "train", "--config", "resnet50_yfcc_voc_16gpu_42k",
-           "--out", str(tmp_path / "run"), "--no-progress", *TINY, "train.total_iter=100000",
+           "--out", str(tmp_path / "run"), "--no-progress", *TINY, "data.workers=1", "train.total_iter=100000",
            "train.save_freq=100000", "train.val_freq=100000", "model.image_encoder=resnet18",
            f"data.train_source=[{train_list}]", "data.val_source=[]"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -169,7 +169,8 @@ def test_sigterm_saves_a_loadable_checkpoint(tiny_data, tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    # As SLURM does: every process of the job, DataLoader workers included, gets SIGTERM.
+    subprocess.run(["pkill", "-TERM", "-f", str(tmp_path / "run")], check=False)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "checkpoint saved" in err or "checkpoint saved" in _

@@ -147,7 +147,7 @@ def build_loaders(cfg: Config, info: DistInfo, start_iter: int) -> tuple[DataLoa
     sampler = IterationSampler(len(train_set), t.total_iter, d.batch_size, info.world_size, info.rank,
                                t.grad_accum, t.seed, start_iter)
     common = dict(num_workers=d.workers, pin_memory=info.device.type == "cuda",
-                  persistent_workers=d.workers > 0)
+                  persistent_workers=d.workers > 0, worker_init_fn=ignore_stop_signals if d.workers > 0 else None)
     train_loader = DataLoader(train_set, batch_size=d.batch_size, sampler=sampler, **common)
     val_loader = None
     if d.val_source:
@@ -156,6 +156,16 @@ def build_loaders(cfg: Config, info: DistInfo, start_iter: int) -> tuple[DataLoa
         keys = [(i, 0) for i in range(info.rank, count, info.world_size)]
         val_loader = DataLoader(val_set, batch_size=d.batch_size_val, sampler=keys, **common)
     return train_loader, val_loader
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which saves a checkpoint first.
+
+    Ctrl-C reaches the whole process group and SLURM signals every process of a
+    job; a worker dying of it would make the main process fail before saving.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- steps
