@@ -36,7 +36,7 @@ def photos() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory) -> Path:
-    """A small data set written once (default list prefix: the absolute output folder)."""
+    """A small data set written once (list paths relative to the lists folder)."""
     root = tmp_path_factory.mktemp("synth") / "set"
     generate(root, SMALL, progress=False)
     return root
@@ -161,7 +161,7 @@ def test_lists_reference_existing_files_and_split_by_clip(small_set):
             paths = line.split()
             assert len(paths) == 3
             for path in paths:
-                assert Path(path).is_file(), path  # prefix = the output folder as given (absolute here)
+                assert path.startswith("../") and (small_set / "lists" / path).is_file(), path
             clips[split].add(Path(paths[0]).parent.name)
     num_train = len((small_set / "lists/train.txt").read_text().splitlines())
     num_val = len((small_set / "lists/val.txt").read_text().splitlines())
@@ -223,5 +223,6 @@ def test_cli_generates_lists(tmp_path, capsys, monkeypatch):
     code = main(["synth", "--out", "data/synth", "--num-pairs", "4", "--size", "48x64", "--objects", "1,2"])
     assert code == 0
     line = (tmp_path / "data/synth/lists/train.txt").read_text().splitlines()[0]
-    assert line.startswith("data/synth/frames/")  # relative to the directory training runs in, as the original
+    assert line.startswith("../frames/00000/000000.jpg ")  # relative to the lists folder
+    assert all((tmp_path / "data/synth/lists" / p).is_file() for p in line.split())
     assert "train.txt (2 pairs)" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +26,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _default_permissions(tmp_path, 0o666)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -44,7 +46,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        _default_permissions(tmp, 0o777)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _default_permissions(path: Path, mode: int) -> None:
+    """Give a temporary file or folder the permissions a plain open() or mkdir() would (mkstemp's are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if path.exists():
+        path.chmod(mode & ~umask & (stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO))

@@ -29,13 +29,12 @@ Output layout of :func:`generate` (the same one ``motionprop prepare`` writes)::
     DIR/lists/train.txt, val.txt         one pair per line: img1 img2 flow
                                          (img1 img2 flow_x flow_y for "jpg")
 
-List paths follow the original release: its ``dataset.py`` opens each path of a
-list exactly as written, so relative paths are relative to the directory the
-training is run from, not to the list. Each path is therefore written as
-``<prefix>/frames/...`` with the prefix defaulting to the output directory as
-given: ``motionprop synth --out data/synth`` writes ``data/synth/frames/...``,
-which both the original code and ours read when training is started from the
-same directory; an absolute ``--out`` gives lists that work from anywhere.
+List paths are relative to the list's own folder (``../frames/00000/000000.jpg``),
+so the data set can be moved as a whole; motionprop's dataset resolves them
+against the list's folder. The original release's ``dataset.py`` opens each path
+exactly as written (relative to the directory training runs in): for it, give a
+``list_prefix`` (best absolute), written as ``<prefix>/frames/...``. The layout
+and list helpers are shared with ``motionprop prepare`` (:mod:`.layout`).
 Clips are split whole into train and val, so no clip is in both lists.
 
 Same seed and parameters give byte-identical files (each clip draws from its own
@@ -55,11 +54,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, MotionpropError
-from ..fileio import atomic_path
+from . import layout
+from .layout import FLOW_FORMATS, JPEG_QUALITY  # noqa: F401 -- JPEG_QUALITY re-exported
 
 FORMAT_VERSION = 1
-FLOW_FORMATS = ("flo", "png", "npy", "npz", "jpg")
-JPEG_QUALITY = 95
 
 # Photos of skimage.data stored inside the wheel (no pooch, no download).
 COLOR_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
@@ -446,9 +444,7 @@ def clip_name(index: int) -> str:
 
 def _flow_names(config: SynthConfig, clip: str, t: int) -> list[str]:
     """Flow file(s) of pair ``t`` relative to the data root: one file, or the x/y JPEG pair."""
-    if config.flow_format == "jpg":
-        return [f"flow/{clip}/{t:06d}_x.jpg", f"flow/{clip}/{t:06d}_y.jpg"]
-    return [f"flow/{clip}/{t:06d}.{config.flow_format}"]
+    return layout.flow_paths(clip, t, config.flow_format)
 
 
 def clip_files(config: SynthConfig, index: int) -> list[str]:
@@ -465,34 +461,16 @@ def write_clip(root: Path, config: SynthConfig, index: int, clip: Clip) -> None:
     """Write the frames, masks and flows of clip ``index`` under ``root``, each file atomically."""
     import cv2
 
-    from .flow_io import write_flow, write_flow_jpg
-
     name = clip_name(index)
     for t, (frame, mask) in enumerate(zip(clip.frames, clip.masks)):
-        _write_image(root / f"frames/{name}/{t:06d}.jpg", frame[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        _write_image(root / f"masks/{name}/{t:06d}.png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        layout.write_frame(root / layout.frame_path(name, t), frame)
+        layout.write_image(root / f"masks/{name}/{t:06d}.png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     for t, flow in enumerate(clip.flows):
-        paths = [root / p for p in _flow_names(config, name, t)]
-        if config.flow_format == "jpg":
-            write_flow_jpg(paths[0], paths[1], flow)
-        else:
-            write_flow(paths[0], flow)
+        layout.write_flow_files(root, _flow_names(config, name, t), flow)
 
 
-def _write_image(path: Path, image: np.ndarray, params: list[int]) -> None:
-    """Encode ``image`` by the extension of ``path`` and write it atomically (any path characters)."""
-    import cv2
-
-    ok, buffer = cv2.imencode(path.suffix, np.ascontiguousarray(image), params)
-    if not ok:
-        raise OSError(f"OpenCV could not encode {path}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.tobytes())
-
-
-def list_lines(config: SynthConfig, prefix: str) -> dict[str, list[str]]:
-    """Lines of ``train.txt`` and ``val.txt``: each pair's paths as ``<prefix>/<path in root>``."""
-    join = (lambda p: f"{prefix.rstrip('/')}/{p}") if prefix else (lambda p: p)
+def list_lines(config: SynthConfig, prefix: str | None = None) -> dict[str, list[str]]:
+    """Lines of ``train.txt`` and ``val.txt``: paths relative to ``lists/``, or ``<prefix>/<path in root>``."""
     first_val = config.num_clips - config.num_val_clips
     lines: dict[str, list[str]] = {"train": [], "val": []}
     for index in range(config.num_clips):
@@ -500,17 +478,8 @@ def list_lines(config: SynthConfig, prefix: str) -> dict[str, list[str]]:
         for t in range(config.clip_frames(index) - 1):
             paths = [f"frames/{name}/{t:06d}.jpg", f"frames/{name}/{t + 1:06d}.jpg"]
             paths += _flow_names(config, name, t)
-            lines["val" if index >= first_val else "train"].append(" ".join(join(p) for p in paths))
+            lines["val" if index >= first_val else "train"].append(layout.list_line(paths, prefix))
     return lines
-
-
-def _write_text_if_changed(path: Path, text: str) -> bool:
-    """Atomically write ``text`` unless ``path`` already holds it; True if written."""
-    if path.is_file() and path.read_text() == text:
-        return False
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return True
 
 
 def _check_existing(root: Path, config: SynthConfig) -> None:
@@ -551,8 +520,8 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
              progress: bool = True) -> SynthSummary:
     """Write the synthetic data set ``config`` describes under ``out_dir``; resumable.
 
-    ``list_prefix`` is written before every path of the list files (default:
-    ``out_dir`` as given, see the module docstring). Clips whose files all exist
+    List paths are relative to the lists folder unless ``list_prefix`` is given,
+    which is then written before every path (see the module docstring). Clips whose files all exist
     are kept, so re-running into a complete folder writes nothing. The progress
     bar shows only on a terminal.
     """
@@ -560,14 +529,12 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
 
     config.validate()
     root = Path(out_dir)
-    prefix = Path(out_dir).as_posix() if list_prefix is None else list_prefix
-    if any(c.isspace() for c in prefix):
-        raise InputError(f"list paths may not contain whitespace (the list format splits on it): {prefix!r}")
+    layout.check_list_prefix(list_prefix)
     _check_existing(root, config)
     meta = {"format_version": FORMAT_VERSION, "generator": "motionprop synth", "config": asdict(config),
-            "photos": list(COLOR_PHOTOS + GRAY_PHOTOS), "list_prefix": prefix,
+            "photos": list(COLOR_PHOTOS + GRAY_PHOTOS), "list_prefix": list_prefix,
             "clips": {"train": config.num_clips - config.num_val_clips, "val": config.num_val_clips}}
-    _write_text_if_changed(root / "synth.json", json.dumps(meta, indent=2) + "\n")
+    layout.write_text_if_changed(root / "synth.json", json.dumps(meta, indent=2) + "\n")
 
     todo = [i for i in range(config.num_clips) if not all((root / f).is_file() for f in clip_files(config, i))]
     if todo:
@@ -575,9 +542,7 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
         for index in tqdm(todo, desc="synth clips", unit="clip", disable=None if progress else True):
             write_clip(root, config, index, make_clip(config, index, photos))
 
-    lines = list_lines(config, prefix)
-    paths = {split: root / "lists" / f"{split}.txt" for split in lines}
-    for split, split_lines in lines.items():
-        _write_text_if_changed(paths[split], "".join(line + "\n" for line in split_lines))
+    lines = list_lines(config, list_prefix)
+    paths = layout.write_lists(root, lines)
     return SynthSummary(root, paths["train"], paths["val"], len(lines["train"]), len(lines["val"]),
                         clips_written=len(todo), clips_kept=config.num_clips - len(todo))
