@@ -14,11 +14,33 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
+from typing import Any
+
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .errors import CheckpointError, ConfigError, FlowFileError, InputError, MotionpropError
 from .presets import available_presets, get_preset
-from .models import CMP, FlowBins, create_model
-from .checkpoint import convert_original, export_encoder, load_model, save_model
+
+# Imported on first use, so 'import motionprop' (and every command's start-up) does not load torch.
+_LAZY = {
+    "CMP": "motionprop.models",
+    "FlowBins": "motionprop.models",
+    "create_model": "motionprop.models",
+    "load_model": "motionprop.checkpoint",
+    "save_model": "motionprop.checkpoint",
+    "convert_original": "motionprop.checkpoint",
+    "export_encoder": "motionprop.checkpoint",
+    "Propagator": "motionprop.apps.propagate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'motionprop' has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",
@@ -36,6 +58,7 @@ __all__ = [
     "save_model",
     "convert_original",
     "export_encoder",
+    "Propagator",
     "MotionpropError",
     "ConfigError",
     "CheckpointError",
