@@ -97,6 +97,10 @@ def test_missing_and_wrong_files_are_errors_not_random_weights(tmp_path):
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="notes.pth: not a readable PyTorch checkpoint"):
         motionprop.load_model(text, config="resnet50_yfcc_voc_16gpu_42k")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(CheckpointError, match="garbage.pth: not a readable PyTorch checkpoint"):
+        motionprop.load_model(garbage, config="resnet50_yfcc_voc_16gpu_42k")
     fake = tmp_path / "fake.safetensors"
     fake.write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="fake.safetensors"):

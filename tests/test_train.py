@@ -117,12 +117,18 @@ def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tin
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
-    single = train(apply_overrides(cfg, ["train.grad_accum=2"]),
-                   TrainOptions(tmp_path / "single", progress=False, log=lambda *_: None))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same summation order as far as possible
+    try:
+        single = train(apply_overrides(cfg, ["train.grad_accum=2"]),
+                       TrainOptions(tmp_path / "single", progress=False, log=lambda *_: None))
+    finally:
+        torch.set_num_threads(threads)
     moved = 0
     initial = _params(motionprop.create_model(cfg))
     for name, value in _params(single.model).items():
-        torch.testing.assert_close(rank0[name], value, rtol=1e-4, atol=1e-5)
+        # Float tolerance relative to each tensor's size: the original init makes weights ~1e-3.
+        assert (rank0[name] - value).norm() <= 1e-3 * value.norm() + 1e-7, name
         moved += int(not torch.allclose(value, initial[name]))
     assert moved > 10  # training really changed the weights
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "motionprop.cli.model",
     "motionprop.cli.data",
     "motionprop.cli.train",
+    "motionprop.cli.apps",
 )
 
 EPILOG = """\

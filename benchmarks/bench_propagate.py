@@ -1,0 +1,126 @@
+"""Latency of propagation: a full forward (new image) against a query on a cached image.
+
+For each preset, on a 384x384 image, median seconds over ``--repeats`` runs
+(after one warm-up), the variants interleaved so that a noisy machine slows
+them alike:
+
+* ``network full``: ``output_to_flow(model(image, sparse))``: encoder + sparse
+  encoder + decoder + bin decoding;
+* ``network cached``: ``output_to_flow(model.decode(features, sparse))``;
+* ``Propagator new image``: ``set_image`` + ``propagate`` (what a new image costs);
+* ``Propagator query``: ``propagate`` on the cached image, with the cached
+  decoder (image-only parts of the decoder done once per image);
+* ``Propagator query, plain decode``: the same through ``model.decode``;
+* ``Propagator 4 probes``: one annotation click (four guidance sets in one batch).
+
+Weights are random at a trained-like scale (speed does not depend on them).
+
+    python benchmarks/bench_propagate.py
+    python benchmarks/bench_propagate.py --presets resnet50_vip+mpii_liteflow --threads 1 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_PRESETS = ("resnet50_vip+mpii_liteflow", "resnet50_yfcc_voc_16gpu_42k")
+EXAMPLE = HERE.parent.parent / "shared" / "data" / "cmp_examples" / "1.jpg"
+
+
+def test_image(size: int) -> np.ndarray:
+    """The original demo's example 1 resized to size x size, or noise when it is not beside the checkout."""
+    import cv2
+
+    if EXAMPLE.is_file():
+        image = cv2.cvtColor(cv2.imread(str(EXAMPLE)), cv2.COLOR_BGR2RGB)
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
+    from motionprop.apps.annotate import probe_guidance
+    from motionprop.apps.propagate import Propagator
+    from motionprop.models import create_model, init_weights_trained_like
+
+    model = init_weights_trained_like(create_model(preset)).eval()
+    image = test_image(size)
+    arrows = [(size * 0.4, size * 0.5, 12.0, -4.0), (size * 0.7, size * 0.3, -6.0, 3.0)]
+    still = [(size * 0.1, size * 0.9)]
+
+    fast = Propagator(model, working_size=size)
+    plain = Propagator(model, working_size=size, cached_decoder=False)
+    fast.set_image(image)
+    plain.set_image(image)
+    sparse = fast.sparse_input([(arrows, still)])
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    x = (x - fast.mean) / fast.std
+    with torch.inference_mode():
+        features = model.encode_image(x)
+    probes = probe_guidance(np.array([[size * 0.4, size * 0.5]]), np.zeros((0, 2)), (30.0, 30.0))
+
+    def network_full() -> None:
+        with torch.inference_mode():
+            model.output_to_flow(model(x, sparse), (size, size))
+
+    def network_cached() -> None:
+        with torch.inference_mode():
+            model.output_to_flow(model.decode(features, sparse), (size, size))
+
+    def new_image() -> None:
+        fast.set_image(image)
+        fast.propagate(arrows, still)
+
+    cases = {
+        "network full": network_full,
+        "network cached": network_cached,
+        "Propagator new image": new_image,
+        "Propagator query": lambda: fast.propagate(arrows, still),
+        "Propagator query, plain decode": lambda: plain.propagate(arrows, still),
+        "Propagator 4 probes": lambda: fast.propagate_batch(probes),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS))
+    parser.add_argument("--size", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    for preset in args.presets:
+        results[preset] = measure(preset, args.size, args.repeats)
+    if args.json:
+        print(json.dumps({"size": args.size, "threads": torch.get_num_threads(), "results": results}, indent=1))
+        return
+    print(f"{args.size}x{args.size}, {torch.get_num_threads()} threads, median of {args.repeats} (seconds)")
+    for preset, row in results.items():
+        print(f"\n{preset}")
+        for name, seconds in row.items():
+            print(f"  {name:32s} {seconds:7.3f}")
+        print(f"  {'query / new image':32s} {row['Propagator query'] / row['Propagator new image']:7.2f}")
+        print(f"  {'network cached / full':32s} {row['network cached'] / row['network full']:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

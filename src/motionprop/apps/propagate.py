@@ -1,0 +1,423 @@
+"""Propagation: a few arrows on an image of any size -> its dense flow, with the image encoded once.
+
+:class:`Propagator` wraps a CMP network as sam2's predictor does:
+``set_image`` encodes an image once and keeps everything that depends on the
+image alone; ``propagate`` then answers a query (one set of arrows and still
+points) with only the sparse encoder and the decoder, and ``propagate_batch``
+answers many in one batched call.
+
+Working size. The network sees the image resized so that its short side is the
+working size (by default the short side of the preset's training crop, e.g.
+384 px), both sides rounded to a multiple of the network's stride; the aspect
+ratio is kept. Guidance is mapped into that frame (positions with pixel centres
+kept aligned, vectors scaled by the x and y ratios) and the flow is mapped back
+to the image's pixels. A discrete network represents motions up to ``fmax``
+(50 px) per axis *at its working size*: on a 1920x1080 image with a 384 px
+working size, that is +-250 px horizontally.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import InputError
+from .guidance_file import Guidance
+
+DEFAULT_BATCH_SIZE = 8
+
+
+def working_shape(height: int, width: int, short_side: int, multiple: int, min_size: int = 1) -> tuple[int, int]:
+    """(H, W) the network sees for an image of ``height`` x ``width``: short side ``short_side``, both multiples."""
+    if height < 1 or width < 1:
+        raise InputError(f"image is {width}x{height}: empty")
+    scale = short_side / min(height, width)
+    floor = max(multiple, math.ceil(min_size / multiple) * multiple)
+
+    def side(length: float) -> int:
+        return max(floor, int(round(length / multiple)) * multiple)
+
+    return side(height * scale), side(width * scale)
+
+
+def load_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
+    """An RGB image (H, W, 3) uint8 from an array (gray, RGB or RGBA; uint8 or float 0..255) or a file."""
+    if isinstance(image, (str, os.PathLike)):
+        from ..data.dataset import read_image_rgb
+
+        return read_image_rgb(str(image))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise InputError(f"an image must be (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray, got {array.shape}")
+    array = array[:, :, :3]
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number):
+            raise InputError(f"image has dtype {array.dtype}; expected uint8 or float RGB values 0..255")
+        array = np.clip(np.round(array.astype(np.float32)), 0, 255).astype(np.uint8)
+    if min(array.shape[:2]) < 1:
+        raise InputError(f"image is {array.shape[1]}x{array.shape[0]}: empty")
+    return np.ascontiguousarray(array)
+
+
+# --------------------------------------------------------------------------- cached decoding
+
+
+class _SplitConv:
+    """A ``[pool] conv norm relu ...`` stage whose input is ``cat(a, b)``, with ``b``'s share precomputed.
+
+    A convolution with zero padding is linear in its input channels, and max
+    pooling acts channel by channel, so ``conv(pool(cat(a, b)))`` equals
+    ``conv_a(pool(a)) + conv_b(pool(b))``; when ``b`` depends on the image
+    alone, ``conv_b(pool(b))`` is computed once per image.
+    """
+
+    def __init__(self, stage: nn.Sequential, cached_input: torch.Tensor, cached_first: bool):
+        index = next(i for i, m in enumerate(stage) if isinstance(m, nn.Conv2d))
+        self.pre, self.conv, self.post = stage[:index], stage[index], stage[index + 1:]
+        conv = self.conv
+        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise TypeError("only plain zero-padded convolutions can be split")
+        n = cached_input.shape[1]
+        weight = conv.weight
+        cached_w, self.weight = (weight[:, :n], weight[:, n:]) if cached_first else (weight[:, -n:], weight[:, :-n])
+        self.cached = self._conv(self.pre(cached_input), cached_w, None)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        c = self.conv
+        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self._conv(self.pre(x), self.weight, self.conv.bias) + self.cached)
+
+
+def _resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
+
+class CachedDecoder:
+    """CMP's decode for one encoded image, with every image-only computation done once.
+
+    Beyond the encoder's features (which ``model.decode`` already reuses), the
+    skip decoder's ``skipconv2/4`` of the encoder's conv1 and layer1 features,
+    and the image features' share of the first convolution of every branch and
+    of the fusion stages, are computed here once. Gives the same output as
+    ``model.decode(features, sparse)`` (up to float rounding) in about a third
+    less time (``benchmarks/bench_propagate.py``).
+    Only the exact CMP decoders are handled; :meth:`for_model` returns None for
+    anything else, and the caller falls back to ``model.decode``.
+    """
+
+    def __init__(self, model: nn.Module, features: Any):
+        from ..models.decoder import PlainDecoder, SkipDecoder
+
+        self.model = model
+        decoder = model.flow_decoder
+        self.skip = type(decoder) is SkipDecoder
+        if not self.skip and type(decoder) is not PlainDecoder:
+            raise TypeError(f"unsupported decoder {type(decoder).__name__}")
+        self.decoder = decoder
+        self.image_size = tuple(features.image_size)
+        image = features.features
+        self.branches = [_SplitConv(getattr(decoder, f"decoder{s}"), image, cached_first=True)
+                         for s in decoder.scales]
+        if self.skip:
+            conv1, layer1 = features.skips
+            self.layer1_like = layer1
+            self.conv1_like = conv1
+            self.fusion4 = _SplitConv(decoder.fusion4, decoder.skipconv4(layer1), cached_first=False)
+            self.fusion2 = _SplitConv(decoder.fusion2, decoder.skipconv2(conv1), cached_first=False)
+
+    @classmethod
+    def for_model(cls, model: nn.Module, features: Any) -> "CachedDecoder | None":
+        """A cached decoder, or None when ``model`` is not a plain CMP network this class knows."""
+        from ..models.cmp import CMP
+
+        if type(model) is not CMP or features.features.shape[0] != 1:
+            return None
+        try:
+            return cls(model, features)
+        except TypeError:
+            return None
+
+    def __call__(self, sparse: torch.Tensor) -> torch.Tensor:
+        """sparse (B,4,H,W) = flow x, flow y, mask, mask -> raw output, as ``model.decode``."""
+        if tuple(sparse.shape[-2:]) != self.image_size:
+            raise InputError(f"sparse is {tuple(sparse.shape[-2:])} but the image was {self.image_size}")
+        motion = self.model.flow_encoder(sparse)  # the image's share of cat(image, motion) is in each branch
+        joined = torch.cat([_resize_to(branch(motion), motion) for branch in self.branches], dim=1)
+        d = self.decoder
+        if not self.skip:
+            return d.head(joined)
+        f8 = d.fusion8(joined)
+        f4 = self.fusion4(_resize_to(f8, self.layer1_like))
+        f2 = self.fusion2(_resize_to(f4, self.conv1_like))
+        return d.head(f2)
+
+
+# --------------------------------------------------------------------------- the propagator
+
+
+class Propagator:
+    """Dense flow of one image from sparse arrows, the image encoded once for many queries.
+
+    ``model`` is a CMP network (or any module with its interface:
+    ``encode_image``, ``decode``, ``output_to_flow``, ``input_multiple``,
+    ``min_input_size``, ``config``); it is put in eval mode. ``working_size``
+    is the short side the network sees (default: the short side of
+    ``config.data.crop_size``), or an explicit ``(height, width)`` of multiples
+    of the network's stride. Not thread-safe: give each thread its own, or lock.
+
+    Example::
+
+        propagator = Propagator(motionprop.load_model("ckpt"))
+        propagator.set_image(rgb)                                    # (H, W, 3) uint8
+        flow = propagator.propagate([(900, 500, 40, -10)], still_points=[(300, 800)])  # (H, W, 2)
+    """
+
+    def __init__(self, model: nn.Module, working_size: int | tuple[int, int] | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, cached_decoder: bool = True):
+        self.model = model.eval()
+        config = model.config
+        self.mean = torch.tensor(config.data.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(config.data.std, dtype=torch.float32).view(1, 3, 1, 1)
+        if working_size is None:
+            working_size = int(min(config.data.crop_size))
+        if isinstance(working_size, (tuple, list)):
+            h, w = (int(v) for v in working_size)
+            k = model.input_multiple
+            if h % k or w % k or min(h, w) < model.min_input_size:
+                raise InputError(f"working size {h}x{w} must be multiples of {k} and at least "
+                                 f"{model.min_input_size} px")
+            working_size = (h, w)
+        elif int(working_size) < 1:
+            raise InputError(f"working size must be positive, got {working_size}")
+        self.working_size = working_size
+        self.batch_size = max(1, int(batch_size))
+        self.use_cached_decoder = cached_decoder
+        bins = getattr(model, "bins", None)
+        self.fmax = float(bins.fmax) if bins is not None else None
+        self.image: np.ndarray | None = None
+        self._features: Any = None
+        self._decoder: CachedDecoder | None = None
+
+    # ----------------------------------------------------------------- image
+
+    @property
+    def device(self) -> torch.device:
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the current image."""
+        self._require_image()
+        return self.image.shape[0], self.image.shape[1]
+
+    @property
+    def working_shape(self) -> tuple[int, int]:
+        """(H, W) the network sees for the current image."""
+        return self._working_shape(*self.image_size)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) ratios of the working frame to the image: working pixels per image pixel."""
+        (h, w), (wh, ww) = self.image_size, self.working_shape
+        return ww / w, wh / h
+
+    def _working_shape(self, height: int, width: int) -> tuple[int, int]:
+        if isinstance(self.working_size, tuple):
+            return self.working_size
+        return working_shape(height, width, self.working_size, self.model.input_multiple,
+                             self.model.min_input_size)
+
+    def _require_image(self) -> None:
+        if self.image is None:
+            raise InputError("no image set: call set_image(image) first")
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray | str | os.PathLike) -> None:
+        """Encode ``image`` ((H, W, 3) RGB uint8, or a file) once; later queries reuse its features."""
+        import cv2
+
+        rgb = load_image(image)
+        self.image = rgb
+        h, w = rgb.shape[:2]
+        wh, ww = self._working_shape(h, w)
+        if (wh, ww) != (h, w):
+            shrink = wh < h and ww < w
+            rgb = cv2.resize(rgb, (ww, wh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        device = self.device
+        x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float()
+        x = (x - self.mean.to(device)) / self.std.to(device)
+        self._features = self.model.encode_image(x)
+        self._decoder = CachedDecoder.for_model(self.model, self._features) if self.use_cached_decoder else None
+
+    def reset_image(self) -> None:
+        """Forget the current image and its features."""
+        self.image, self._features, self._decoder = None, None, None
+
+    # ----------------------------------------------------------------- guidance
+
+    def sparse_input(self, guidance_sets: Sequence[Guidance | tuple]) -> torch.Tensor:
+        """The network's guidance input (N, 4, h, w) at the working size for N guidance sets.
+
+        Positions are mapped as pixel centres, ``x' = (x + 0.5) * sx - 0.5``,
+        rounded to the nearest working pixel; vectors are scaled by ``(sx, sy)``.
+        Still points are written after arrows, so a still point wins a pixel both claim.
+        """
+        self._require_image()
+        h, w = self.image_size
+        wh, ww = self.working_shape
+        sx, sy = ww / w, wh / h
+        sets = [Guidance.of(g) for g in guidance_sets]
+        sparse = torch.zeros(len(sets), 4, wh, ww)
+        for b, guidance in enumerate(sets):
+            if len(guidance) == 0:
+                raise InputError("a guidance set is empty: give at least one arrow or still point")
+            guidance.check_inside(w, h)
+            for x, y, dx, dy in guidance.arrows.tolist():
+                vx, vy = dx * sx, dy * sy
+                self._check_range(vx, vy, (x, y, dx, dy))
+                i, j = self._to_working(x, y, sx, sy, ww, wh)
+                sparse[b, :, j, i] = torch.tensor([vx, vy, 1.0, 1.0])
+            for x, y in guidance.still_points.tolist():
+                i, j = self._to_working(x, y, sx, sy, ww, wh)
+                sparse[b, :, j, i] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+        return sparse
+
+    @staticmethod
+    def _to_working(x: float, y: float, sx: float, sy: float, width: int, height: int) -> tuple[int, int]:
+        i = int(np.clip(np.floor((x + 0.5) * sx), 0, width - 1))  # == round((x + 0.5) * sx - 0.5)
+        j = int(np.clip(np.floor((y + 0.5) * sy), 0, height - 1))
+        return i, j
+
+    def _check_range(self, vx: float, vy: float, arrow: tuple[float, ...]) -> None:
+        if self.fmax is not None and max(abs(vx), abs(vy)) > self.fmax:
+            shown = ",".join(f"{v:g}" for v in arrow)
+            warnings.warn(f"arrow {shown} is ({vx:.0f}, {vy:.0f}) px at the network's working size "
+                          f"{self.working_shape[1]}x{self.working_shape[0]}, beyond its range of "
+                          f"+-{self.fmax:g} px per axis: the propagated motion saturates", stacklevel=4)
+
+    # ----------------------------------------------------------------- queries
+
+    def propagate(self, arrows: Any = (), still_points: Any = (), *, return_confidence: bool = False
+                  ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Flow (H, W, 2) float32 in the image's pixels from arrows (x, y, dx, dy) and still points (x, y).
+
+        With ``return_confidence``: also the confidence (H, W) in [0, 1] from
+        the bin distributions (discrete networks only).
+        """
+        result = self.propagate_batch([Guidance(arrows, still_points)], return_confidence=return_confidence)
+        if return_confidence:
+            return result[0][0], result[1][0]
+        return result[0]
+
+    def propagate_batch(self, guidance_sets: Sequence[Guidance | tuple], *, return_confidence: bool = False
+                        ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Flows (N, H, W, 2) float32 for N guidance sets (each a Guidance or an (arrows, still_points) pair).
+
+        The sets are decoded in batches of ``batch_size`` against the cached
+        image features. With ``return_confidence``: also confidences (N, H, W).
+        """
+        self._require_image()
+        if return_confidence and getattr(self.model, "bins", None) is None:
+            raise InputError("confidence needs a discrete (bin) network; this one regresses flow directly")
+        sparse = self.sparse_input(guidance_sets)
+        h, w = self.image_size
+        flows = np.empty((len(sparse), h, w, 2), np.float32)
+        confidences = np.empty((len(sparse), h, w), np.float32) if return_confidence else None
+        for start in range(0, len(sparse), self.batch_size):
+            chunk = sparse[start:start + self.batch_size]
+            flow, confidence = self._query(chunk, return_confidence)
+            flows[start:start + len(chunk)] = flow
+            if confidences is not None:
+                confidences[start:start + len(chunk)] = confidence
+        return (flows, confidences) if return_confidence else flows
+
+    @torch.inference_mode()
+    def _query(self, sparse: torch.Tensor, return_confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """sparse (B,4,h,w) at the working size -> flow (B,H,W,2) in image pixels [, confidence (B,H,W)]."""
+        sparse = sparse.to(self.device)
+        raw = self._decoder(sparse) if self._decoder is not None else self.model.decode(self._features, sparse)
+        working = tuple(sparse.shape[-2:])
+        flow = self.model.output_to_flow(raw, working).float()  # (B, 2, h, w) in working pixels
+        (h, w), (wh, ww) = self.image_size, working
+        if (wh, ww) != (h, w):
+            # Half-pixel-centred resampling, matching the image resize and the guidance mapping.
+            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([w / ww, h / wh], device=flow.device).view(1, 2, 1, 1)
+        confidence = None
+        if return_confidence:
+            conf = self.model.output_to_confidence(raw, working).float()
+            if (wh, ww) != (h, w):
+                conf = F.interpolate(conf, size=(h, w), mode="bilinear", align_corners=False)
+            confidence = conf[:, 0].clamp(0, 1).cpu().numpy()
+        return flow.permute(0, 2, 3, 1).cpu().numpy(), confidence
+
+
+# --------------------------------------------------------------------------- pictures and files
+
+
+def draw_arrows(image: np.ndarray, guidance: Guidance, thickness: int | None = None) -> np.ndarray:
+    """Copy of uint8 RGB ``image`` with the arrows (yellow, red start) and still points (red crosses) drawn."""
+    import cv2
+
+    out = np.ascontiguousarray(image.copy())
+    thickness = thickness or max(1, round(min(image.shape[:2]) / 250))
+    marker = 4 * thickness + 4
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    scale = 1 << shift
+
+    def point(x: float, y: float) -> tuple[int, int]:
+        return int(round(x * scale)), int(round(y * scale))
+
+    for x, y, dx, dy in guidance.arrows.tolist():
+        length = math.hypot(dx, dy)
+        if length >= 1:
+            cv2.arrowedLine(out, point(x, y), point(x + dx, y + dy), (255, 230, 0), thickness, cv2.LINE_AA,
+                            shift, min(0.4, max(0.1, 3 * marker / length / 2)))
+        cv2.circle(out, point(x, y), (thickness + 1) * scale, (255, 40, 40), -1, cv2.LINE_AA, shift)
+    for x, y in guidance.still_points.tolist():
+        cv2.drawMarker(out, (int(round(x)), int(round(y))), (255, 40, 40), cv2.MARKER_TILTED_CROSS, marker,
+                       thickness, cv2.LINE_AA)
+    return out
+
+
+def flow_picture(image: np.ndarray, flow: np.ndarray, guidance: Guidance, max_flow: float | None = None,
+                 confidence: np.ndarray | None = None) -> np.ndarray:
+    """The image with its arrows beside the flow in the Middlebury colours (and the confidence, if given)."""
+    from ..visualize import flow_to_color, hstack_images
+
+    parts = [draw_arrows(image, guidance), flow_to_color(flow, max_flow)]
+    if confidence is not None:
+        grey = np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8)
+        parts.append(np.repeat(grey[:, :, None], 3, axis=2))
+    return hstack_images(parts, gap=max(4, image.shape[1] // 200))
+
+
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write a uint8 RGB (or gray) image; the format follows the extension (atomically)."""
+    import cv2
+
+    from ..fileio import atomic_path
+
+    path = Path(path)
+    data = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(path.suffix or ".png", data)
+    if not ok:
+        raise InputError(f"{path}: OpenCV cannot write images of this extension (use .png or .jpg)")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.tobytes())
+    return path
