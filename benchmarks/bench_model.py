@@ -83,7 +83,7 @@ def worker(args: argparse.Namespace) -> dict:
         sparse = sparse.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.variant == "bf16")
     net = torch.compile(model) if args.variant == "compile" else model
-    nbins, fmax = model.config.model.nbins, model.config.model.fmax
+    nbins, fmax = (model.config.model.nbins, model.config.model.fmax) if hasattr(model, "config") else (99, 50.0)
     loss_fn = DiscreteLoss(nbins, fmax)
     bins = FlowBins(nbins, fmax)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)

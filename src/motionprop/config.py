@@ -174,11 +174,13 @@ class TrainConfig:
     sync_bn: bool = False
     loss_resolution: str = "full"
     num_val_images: int = 4
+    init: str = "original"
 
     def validate(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("train.amp", self.amp, ("none", "bf16", "fp16"))
         _check_choice("train.loss_resolution", self.loss_resolution, ("full", "output"))
+        _check_choice("train.init", self.init, ("original", "kaiming"))
         if self.grad_accum < 1:
             raise ConfigError(f"train.grad_accum must be >= 1, got {self.grad_accum}")
         for name in ("print_freq", "val_freq", "save_freq", "keep_last"):

@@ -121,7 +121,7 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
 
 def build_model(cfg: Config, info: DistInfo) -> tuple[CMP, nn.Module]:
     """The bare network and the one to call (DDP-wrapped when distributed)."""
-    model = create_model(cfg)
+    model = create_model(cfg) if cfg.train.init == "original" else CMP(cfg)  # "kaiming": PyTorch's defaults
     if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(info.device)
