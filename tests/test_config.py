@@ -53,6 +53,9 @@ def test_unknown_key_is_named(tmp_path):
     ({"model": {"image_encoder": "alexnet_fcn_32x", "sparse_encoder": "shallownet8x"}}, "same stride"),
     ({"train": {"lr_steps": [10, 5], "lr_mults": [0.1, 0.1]}}, "must increase"),
     ({"data": {"nms_ks": 4}}, "odd"),
+    ({"train": {"init": "xavier"}}, "train.init: unknown value 'xavier'"),
+    ({"train": {"lr": "fast"}}, "train.lr must be a number"),
+    ({"data": {"batch_size": 2.5}}, "data.batch_size must be an integer"),
 ])
 def test_invalid_values_rejected(raw, message):
     with pytest.raises(ConfigError, match=message):
@@ -62,6 +65,7 @@ def test_invalid_values_rejected(raw, message):
 def test_overrides_parse_values_and_revalidate():
     cfg = apply_overrides(get_preset("alexnet_yfcc_voc_16gpu_70k"), ["train.lr=0.01", "data.crop_size=[256, 256]"])
     assert cfg.train.lr == 0.01 and cfg.data.crop_size == (256, 256)
+    assert apply_overrides(cfg, ["train.lr=1e-3"]).train.lr == 0.001  # YAML 1.1 reads 1e-3 as a string
     with pytest.raises(ConfigError, match="section.key=value"):
         apply_overrides(cfg, ["lr=0.1"])
     with pytest.raises(ConfigError, match="odd"):
