@@ -204,3 +204,10 @@ def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
     again = run_quickstart(tmp_path / "qs", overrides=[*TINY, "train.total_iter=3"], log=messages.append,
                            synth=synth)  # finished run: evaluated again, not retrained
     assert again["iteration"] == 3 and again["val"]["epe"] == pytest.approx(m["epe"], rel=1e-4)
+
+
+def test_missing_list_file_fails_before_the_run_folder_is_made(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, f"data.val_source=[{tmp_path / 'typo.txt'}]")
+    with pytest.raises(motionprop.InputError, match="list file not found: .*typo.txt"):
+        train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    assert not (tmp_path / "run").exists()

@@ -119,6 +119,14 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
     return cfg
 
 
+def _check_sources(cfg: Config) -> None:
+    if not cfg.data.train_source:
+        raise InputError("data.train_source is empty: give the list files of the training pairs")
+    for path in [*cfg.data.train_source, *cfg.data.val_source]:
+        if not Path(path).is_file():
+            raise InputError(f"list file not found: {path}")
+
+
 def build_model(cfg: Config, info: DistInfo) -> tuple[CMP, nn.Module]:
     """The bare network and the one to call (DDP-wrapped when distributed)."""
     model = create_model(cfg) if cfg.train.init == "original" else CMP(cfg)  # "kaiming": PyTorch's defaults
@@ -353,6 +361,7 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
 def train(cfg: Config, opts: TrainOptions) -> TrainResult:
     """Train CMP as ``cfg`` says, in ``opts.run_dir``; resumable, interruptible, distributed under torchrun."""
     info = init_distributed(opts.device)
+    _check_sources(cfg)  # before the run folder is made: a typo must not leave a half-made run behind
     cfg = prepare_run_dir(cfg, opts, info)
     run_dir = Path(opts.run_dir)
     t = cfg.train
