@@ -445,7 +445,7 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
                 val_metrics = validate(model, net, val_loader, cfg, info, loss_fn, image_dir, iteration)
                 log.write({"iter": iteration, "split": "val", "lr": lr, **val_metrics})
                 if info.is_main:
-                    (bar.write if opts.progress else opts.log)(_val_line(iteration, val_metrics))
+                    (opts.log if bar.disable else bar.write)(_val_line(iteration, val_metrics))
             saved = iteration % t.save_freq == 0 or iteration == t.total_iter
             if saved:
                 last_ckpt = save()
@@ -509,7 +509,7 @@ def _log_train(log: MetricsLog, iteration: int, lr: float, window: dict[str, flo
               "data_time": window["data"] / n, "iter_time": window["step"] / n,
               "samples_per_s": samples * n / max(window["step"], 1e-9)}
     log.write(record)
-    if info.is_main and not opts.progress:
+    if info.is_main and bar.disable:
         opts.log(f"iter {iteration}: loss {record['loss']:.4f} lr {lr:.3g} "
                  f"{record['iter_time']:.2f} s/it (data {record['data_time']:.2f} s)")
     for key in ("loss", "data", "step"):
@@ -523,7 +523,8 @@ def _val_line(iteration: int, m: dict[str, float]) -> str:
 
 
 def _progress(opts: TrainOptions, info: DistInfo, start: int, total: int) -> Any:
+    """A progress bar on a terminal; elsewhere (logs, CI, SLURM) a disabled one, and log lines instead."""
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, unit="it", desc="train", dynamic_ncols=True, file=sys.stderr,
-                disable=not (opts.progress and info.is_main))
+                disable=not (opts.progress and info.is_main and sys.stderr.isatty()))
