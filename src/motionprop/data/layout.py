@@ -111,3 +111,33 @@ def write_lists(root: str | os.PathLike, lines: dict[str, list[str]]) -> dict[st
     for split in LIST_SPLITS:
         write_text_if_changed(paths[split], "".join(line + "\n" for line in lines.get(split, [])))
     return paths
+
+
+def check_output_folder(root: str | os.PathLike, meta_name: str, config: dict, what: str,
+                        resumable: Sequence[str] = ()) -> None:
+    """Refuse an output folder holding anything but an earlier run of the same kind and parameters.
+
+    ``meta_name`` is the run's record (``synth.json``, ``prepare.json``) with the
+    parameters under ``"config"``; those in ``resumable`` may change between runs.
+    An empty or missing folder is fine.
+    """
+    import json
+
+    root = Path(root)
+    meta_path = root / meta_name
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} exists and is not a folder")
+    if not meta_path.is_file():
+        if root.is_dir() and any(root.iterdir()):
+            raise InputError(f"{root} exists, is not empty and holds no {meta_name}; "
+                             "choose a new or empty output folder")
+        return
+    try:
+        previous = json.loads(meta_path.read_text())["config"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{meta_path} is unreadable ({exc}); delete it or choose another output folder") from exc
+    changed = [f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in config.items()
+               if k not in resumable and previous.get(k) != v]
+    if changed:
+        raise InputError(f"{root} holds {what} made with other parameters ({'; '.join(changed)}); "
+                         "use the same ones to resume, or choose another output folder")

@@ -703,27 +703,6 @@ class _Run:
             log.warning("%s: no pairs (%d static, %d scene cuts)", state.source.name, state.static, state.cut)
 
 
-def _check_existing(root: Path, config: PrepareConfig) -> None:
-    """Refuse an output folder holding anything but a prepare run with the same file-shaping parameters."""
-    meta_path = root / "prepare.json"
-    if root.exists() and not root.is_dir():
-        raise InputError(f"{root} exists and is not a folder")
-    if not meta_path.is_file():
-        if root.is_dir() and any(root.iterdir()):
-            raise InputError(f"{root} exists, is not empty and holds no prepare.json; "
-                             "choose a new or empty output folder")
-        return
-    try:
-        previous = json.loads(meta_path.read_text())["config"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{meta_path} is unreadable ({exc}); delete it or choose another output folder") from exc
-    changed = [f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in asdict(config).items()
-               if k not in RESUMABLE_FIELDS and previous.get(k) != v]
-    if changed:
-        raise InputError(f"{root} was prepared with other parameters ({'; '.join(changed)}); "
-                         "use the same ones to resume, or choose another output folder")
-
-
 def _write_meta(root: Path, config: PrepareConfig, clips: Sequence[ClipSource], prefix: str | None) -> None:
     import cv2
 
@@ -764,7 +743,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     clips = find_clips(inputs, exclude=root)
     if any(clip.is_video for clip in clips):
         require_pyav()
-    _check_existing(root, config)
+    layout.check_output_folder(root, "prepare.json", asdict(config), "a prepared data set", RESUMABLE_FIELDS)
     cached_estimator(config.estimator, config.estimator_options())  # a missing RAFT fails here, once
     clips = _unique_names(_avoid_marker_clashes(root, clips))
     _write_meta(root, config, clips, list_prefix)

@@ -482,27 +482,6 @@ def list_lines(config: SynthConfig, prefix: str | None = None) -> dict[str, list
     return lines
 
 
-def _check_existing(root: Path, config: SynthConfig) -> None:
-    """Refuse an output folder holding something other than this same synthetic data set."""
-    meta_path = root / "synth.json"
-    if root.exists() and not root.is_dir():
-        raise InputError(f"{root} exists and is not a folder")
-    if not meta_path.is_file():
-        if root.is_dir() and any(root.iterdir()):
-            raise InputError(f"{root} exists, is not empty and holds no synth.json; "
-                             "choose a new or empty output folder")
-        return
-    try:
-        previous = json.loads(meta_path.read_text())["config"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{meta_path} is unreadable ({exc}); delete it or choose another output folder") from exc
-    current = asdict(config)
-    changed = [f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in current.items() if previous.get(k) != v]
-    if changed:
-        raise InputError(f"{root} holds synthetic data made with other parameters ({'; '.join(changed)}); "
-                         "choose another output folder or delete it")
-
-
 @dataclass(frozen=True)
 class SynthSummary:
     """What :func:`generate` did."""
@@ -530,7 +509,7 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
     config.validate()
     root = Path(out_dir)
     layout.check_list_prefix(list_prefix)
-    _check_existing(root, config)
+    layout.check_output_folder(root, "synth.json", asdict(config), "synthetic data")
     meta = {"format_version": FORMAT_VERSION, "generator": "motionprop synth", "config": asdict(config),
             "photos": list(COLOR_PHOTOS + GRAY_PHOTOS), "list_prefix": list_prefix,
             "clips": {"train": config.num_clips - config.num_val_clips, "val": config.num_val_clips}}
