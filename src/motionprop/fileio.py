@@ -59,3 +59,18 @@ def _default_permissions(path: Path, mode: int) -> None:
     os.umask(umask)
     if path.exists():
         path.chmod(mode & ~umask & (stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO))
+
+
+def read_json(path: str | os.PathLike, what: str) -> object:
+    """The parsed JSON of ``path``; a missing or malformed file is an InputError naming it (``what``: e.g. 'batch file')."""
+    import json
+
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None

@@ -21,7 +21,6 @@ object (or one label PNG per image) and a COCO-style JSON with RLE masks.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,13 +205,10 @@ def read_batch(path: str | os.PathLike) -> list[BatchImage]:
     """
     import cv2
 
+    from ..fileio import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"batch file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    raw = read_json(path, "batch file")
     entries = raw.get("images") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise InputError(f"{path}: expected {{\"images\": [{{\"file\": ..., \"objects\": [...]}}, ...]}}")

@@ -200,13 +200,10 @@ def read_guidance(path: str | os.PathLike, image_size: tuple[int, int] | None = 
     With ``image_size`` (``(width, height)`` of the image it is replayed on),
     the guidance is scaled to that size and that size is returned.
     """
+    from ..fileio import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"guidance file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    raw = read_json(path, "guidance file")
     guidance, size, name = guidance_from_dict(raw, str(path))
     if image_size is not None and tuple(image_size) != size:
         guidance, size = guidance.resized(size, image_size), (int(image_size[0]), int(image_size[1]))
