@@ -83,18 +83,14 @@ def _train_or_reuse(cfg: Config, run_dir: Path, resume: bool, force: bool, time_
 
 
 def _revalidate(cfg: Config, found: tuple[int, Path]) -> TrainResult:
-    from torch.utils.data import DataLoader
-
     from ..checkpoint import load_model
-    from ..data.dataset import ImageFlowDataset
     from ..losses import build_flow_loss
     from .distributed import DistInfo
-    from .trainer import validate
+    from .trainer import build_val_loader, validate
 
     iteration, folder = found
     model = load_model(folder)
-    val_set = ImageFlowDataset(cfg.data.val_source, cfg.data, train=False, seed=cfg.train.seed, load_image2=False)
-    loader = DataLoader(val_set, batch_size=cfg.data.batch_size_val, sampler=[(i, 0) for i in range(len(val_set))])
+    loader = build_val_loader(cfg, DistInfo())
     metrics = validate(model, model, loader, cfg, DistInfo(), build_flow_loss(cfg.model), None, iteration)
     return TrainResult(iteration, False, folder, metrics)
 

@@ -148,22 +148,29 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
+def _loader_options(cfg: Config, info: DistInfo) -> dict[str, Any]:
+    workers = cfg.data.workers
+    return dict(num_workers=workers, pin_memory=info.device.type == "cuda", persistent_workers=workers > 0,
+                worker_init_fn=ignore_stop_signals if workers > 0 else None)
+
+
 def build_loaders(cfg: Config, info: DistInfo, start_iter: int) -> tuple[DataLoader, DataLoader | None]:
     """Training loader (this rank's share of an iteration-based stream) and validation loader."""
     d, t = cfg.data, cfg.train
     train_set = ImageFlowDataset(d.train_source, d, train=True, seed=t.seed, load_image2=False)
     sampler = IterationSampler(len(train_set), t.total_iter, d.batch_size, info.world_size, info.rank,
                                t.grad_accum, t.seed, start_iter)
-    common = dict(num_workers=d.workers, pin_memory=info.device.type == "cuda",
-                  persistent_workers=d.workers > 0, worker_init_fn=ignore_stop_signals if d.workers > 0 else None)
-    train_loader = DataLoader(train_set, batch_size=d.batch_size, sampler=sampler, **common)
-    val_loader = None
-    if d.val_source:
-        val_set = ImageFlowDataset(d.val_source, d, train=False, seed=t.seed, load_image2=False)
-        count = len(val_set) if t.val_iter < 0 else min(len(val_set), t.val_iter * d.batch_size_val)
-        keys = [(i, 0) for i in range(info.rank, count, info.world_size)]
-        val_loader = DataLoader(val_set, batch_size=d.batch_size_val, sampler=keys, **common)
-    return train_loader, val_loader
+    train_loader = DataLoader(train_set, batch_size=d.batch_size, sampler=sampler, **_loader_options(cfg, info))
+    return train_loader, build_val_loader(cfg, info) if d.val_source else None
+
+
+def build_val_loader(cfg: Config, info: DistInfo) -> DataLoader:
+    """This rank's share of the validation pairs (all of them, or the first ``train.val_iter`` batches)."""
+    d, t = cfg.data, cfg.train
+    val_set = ImageFlowDataset(d.val_source, d, train=False, seed=t.seed, load_image2=False)
+    count = len(val_set) if t.val_iter < 0 else min(len(val_set), t.val_iter * d.batch_size_val)
+    keys = [(i, 0) for i in range(info.rank, count, info.world_size)]
+    return DataLoader(val_set, batch_size=d.batch_size_val, sampler=keys, **_loader_options(cfg, info))
 
 
 def ignore_stop_signals(worker_id: int) -> None:
