@@ -83,11 +83,16 @@ def save_model(directory: str | Path, model: CMP, extra: Mapping[str, Any] | Non
         import shutil
 
         shutil.rmtree(directory)
-    model = unwrap_model(model)
     with atomic_dir(directory) as tmp:
-        save_weights(tmp / WEIGHTS_FILE, model, extra)
-        (tmp / CONFIG_FILE).write_text(model.config.to_yaml())
+        write_model_files(tmp, model, extra)
     return directory
+
+
+def write_model_files(folder: Path, model: CMP, extra: Mapping[str, Any] | None = None) -> None:
+    """The files every motionprop checkpoint folder holds: weights (with config) and config.yaml."""
+    model = unwrap_model(model)
+    save_weights(folder / WEIGHTS_FILE, model, extra)
+    (folder / CONFIG_FILE).write_text(model.config.to_yaml())
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

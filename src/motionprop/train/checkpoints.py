@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import CONFIG_FILE, TRAIN_STATE_FILE, WEIGHTS_FILE, save_weights, unwrap_model
+from ..checkpoint import TRAIN_STATE_FILE, WEIGHTS_FILE, write_model_files
 from ..errors import CheckpointError
 from ..fileio import atomic_dir
 
@@ -65,10 +65,8 @@ def save_training_checkpoint(run_dir: str | Path, iteration: int, model: torch.n
     target = Path(run_dir) / CHECKPOINT_DIR / checkpoint_name(iteration)
     if target.exists():
         shutil.rmtree(target)
-    bare = unwrap_model(model)
     with atomic_dir(target) as tmp:
-        save_weights(tmp / WEIGHTS_FILE, bare, extra={"step": iteration})
-        (tmp / CONFIG_FILE).write_text(bare.config.to_yaml())
+        write_model_files(tmp, model, extra={"step": iteration})
         torch.save({
             "iteration": iteration,
             "optimizer": optimizer.state_dict(),
