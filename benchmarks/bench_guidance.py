@@ -12,6 +12,7 @@ Flows: Sintel ground truth (``../shared/data/sintel``; resized to a short side o
 piecewise-affine flows so the benchmark runs anywhere.
 
     python benchmarks/bench_guidance.py            # both sources, one core
+    python benchmarks/bench_guidance.py --breakdown  # + time per step, and the chamfer shortcut
     python benchmarks/bench_guidance.py --help
 """
 
@@ -288,6 +289,54 @@ def report(name: str, flows: Sequence[np.ndarray], nms_ks: int, bg_ratio: float,
     print(f"  {'mean distance from edges, px':34s}{ref_distance:12.2f}{our_distance:12.2f}")
 
 
+def chamfer_watershed_points(flow: np.ndarray, nms_ks: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """motionprop's watershed with OpenCV's 5x5 chamfer distance instead of the exact one (the rejected shortcut)."""
+    import cv2
+
+    from motionprop.data import guidance
+
+    edge = guidance.motion_edges(flow)
+    edge /= max(edge.max(), 0.01)
+    away = (edge <= 0.1).view(np.uint8)
+    if away.all():
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    distance = cv2.distanceTransform(away, cv2.DIST_L2, cv2.DIST_MASK_5)
+    rows, cols = guidance._local_maxima(distance, nms_ks)
+    height, width = distance.shape
+    inside = (distance[rows, cols] > 0) & (rows > 0) & (cols > 0) & (rows < height - 1) & (cols < width - 1)
+    rows, cols = rows[inside], cols[inside]
+    keep = guidance._drop_near_duplicates(rows, cols, (nms_ks - 1) / 2, rng)
+    return rows[keep], cols[keep]
+
+
+def report_breakdown(name: str, flows: Sequence[np.ndarray], nms_ks: int, repeats: int) -> None:
+    """Print where motionprop's watershed spends its time, and how the chamfer shortcut would change it."""
+    import cv2
+
+    from motionprop.data import guidance
+
+    def edges(flow, rng):
+        return guidance.motion_edges(flow)
+
+    away = [(guidance.motion_edges(f) <= 0.1 * guidance.motion_edges(f).max()).view(np.uint8) for f in flows]
+    distances = [cv2.distanceTransform(a, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) for a in away]
+    exact_dt, chamfer_dt, maxima = (
+        time_interleaved([lambda a, rng: cv2.distanceTransform(a, cv2.DIST_L2, cv2.DIST_MASK_PRECISE),
+                          lambda a, rng: cv2.distanceTransform(a, cv2.DIST_L2, cv2.DIST_MASK_5)], away, repeats)
+        + time_interleaved([lambda d, rng: guidance._local_maxima(d, nms_ks)], distances, repeats))
+    exact, chamfer = time_interleaved(
+        [lambda f, rng: guidance.watershed_points(f, nms_ks, rng), lambda f, rng: chamfer_watershed_points(f, nms_ks, rng)],
+        flows, repeats)
+    (edge_ms,) = time_interleaved([edges], flows, repeats)
+    exact_count, exact_distance = statistics(lambda f, rng: guidance.watershed_points(f, nms_ks, rng), flows)
+    chamfer_count, chamfer_distance = statistics(lambda f, rng: chamfer_watershed_points(f, nms_ks, rng), flows)
+    print(f"  motionprop watershed {exact:.2f} ms = motion edges {edge_ms:.2f} + exact distance transform "
+          f"{exact_dt:.2f} + local maxima {maxima:.2f} + the rest")
+    print(f"  with the 5x5 chamfer distance ({chamfer_dt:.2f} ms): {chamfer:.2f} ms, points {chamfer_count:.2f} "
+          f"(exact {exact_count:.2f}), distance from edges {chamfer_distance:.2f} px "
+          f"(exact {exact_distance:.2f}, {100 * (chamfer_distance / exact_distance - 1):+.1f} %)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -302,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-num-guide", type=int, default=150, help="cap of the full sampler (-1: none)")
     parser.add_argument("--repeats", type=int, default=3, help="timing passes; each flow's best is kept")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the watershed's steps and the 5x5 chamfer shortcut (with its statistics)")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -318,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for nms_ks in args.nms_ks:
         for name, flows in sets.items():
             report(name, flows, nms_ks, args.bg_ratio, args.max_num_guide, args.repeats)
+            if args.breakdown:
+                report_breakdown(name, flows, nms_ks, args.repeats)
     return 0
 
 
