@@ -149,7 +149,7 @@ def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
                         help="fraction of clips for val.txt (default: 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default: 0)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (default: min(2, CPU count))")
+                        help="worker processes (default: one per usable core, at most 8)")
     parser.add_argument("--list-prefix", default=None, metavar="PREFIX",
                         help="write list paths as PREFIX/frames/... (default: relative to the lists folder)")
     parser.set_defaults(func=_run_prepare)

@@ -716,8 +716,14 @@ def _write_meta(root: Path, config: PrepareConfig, clips: Sequence[ClipSource], 
 
 
 def default_workers() -> int:
-    """min(2, CPU count): flow and JPEG encoding keep two cores busy; more rarely pays on a laptop."""
-    return max(1, min(2, os.cpu_count() or 1))
+    """One worker per usable core, at most 8: each runs OpenCV on one thread while this process decodes.
+
+    On 2 cores, 2 workers took 0.78x the time of 1 (bedroom + 2 DAVIS clips at
+    --stride 2: 4.4 s vs 5.6 s). Beyond 8, decoding in this one process tends to
+    be the limit.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
 
 
 def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
