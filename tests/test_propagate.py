@@ -12,7 +12,7 @@ import torch
 
 import motionprop
 from motionprop.apps.guidance_file import Guidance, read_guidance
-from motionprop.apps.propagate import CachedDecoder, Propagator, draw_arrows, working_shape
+from motionprop.apps.propagate import Propagator, draw_arrows, working_shape
 from motionprop.cli import main
 from motionprop.models import create_model, init_weights_trained_like
 
@@ -111,12 +111,21 @@ def test_cached_decoder_matches_the_network(decoder):
     sparse[1, :, 40, 70] = torch.tensor([-8.0, 3.0, 1.0, 1.0])
     with torch.inference_mode():
         features = model.encode_image(image)
-        cached = CachedDecoder.for_model(model, features)
-        assert cached is not None
+        cached = model.cached_decode(features)
         expected, got = model.decode(features, sparse), cached(sparse)
     scale = expected.abs().max()
     assert scale > 1
     assert (expected - got).abs().max() <= 1e-4 * scale
+
+
+def test_cached_decode_refuses_an_image_batch_and_a_wrong_size():
+    model = tiny_model("skip")
+    with torch.inference_mode():
+        with pytest.raises(motionprop.InputError, match="one image, got a batch of 2"):
+            model.cached_decode(model.encode_image(torch.randn(2, 3, 64, 96)))
+        cached = model.cached_decode(model.encode_image(torch.randn(1, 3, 64, 96)))
+        with pytest.raises(motionprop.InputError, match=r"sparse is \(64, 64\) but the image was \(64, 96\)"):
+            cached(torch.zeros(1, 4, 64, 64))
 
 
 def test_cached_and_plain_paths_give_the_same_flow():

@@ -22,7 +22,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,103 +69,6 @@ def load_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-# --------------------------------------------------------------------------- cached decoding
-
-
-class _SplitConv:
-    """A ``[pool] conv norm relu ...`` stage whose input is ``cat(a, b)``, with ``b``'s share precomputed.
-
-    A convolution with zero padding is linear in its input channels, and max
-    pooling acts channel by channel, so ``conv(pool(cat(a, b)))`` equals
-    ``conv_a(pool(a)) + conv_b(pool(b))``; when ``b`` depends on the image
-    alone, ``conv_b(pool(b))`` is computed once per image.
-    """
-
-    def __init__(self, stage: nn.Sequential, cached_input: torch.Tensor, cached_first: bool):
-        index = next(i for i, m in enumerate(stage) if isinstance(m, nn.Conv2d))
-        self.pre, self.conv, self.post = stage[:index], stage[index], stage[index + 1:]
-        conv = self.conv
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise TypeError("only plain zero-padded convolutions can be split")
-        n = cached_input.shape[1]
-        weight = conv.weight
-        cached_w, self.weight = (weight[:, :n], weight[:, n:]) if cached_first else (weight[:, -n:], weight[:, :-n])
-        self.cached = self._conv(self.pre(cached_input), cached_w, None)
-
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        c = self.conv
-        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(self._conv(self.pre(x), self.weight, self.conv.bias) + self.cached)
-
-
-def _resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if x.shape[-2:] == like.shape[-2:]:
-        return x
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
-
-
-class CachedDecoder:
-    """CMP's decode for one encoded image, with every image-only computation done once.
-
-    Beyond the encoder's features (which ``model.decode`` already reuses), the
-    skip decoder's ``skipconv2/4`` of the encoder's conv1 and layer1 features,
-    and the image features' share of the first convolution of every branch and
-    of the fusion stages, are computed here once. Gives the same output as
-    ``model.decode(features, sparse)`` (up to float rounding) in about a third
-    less time (``benchmarks/bench_propagate.py``).
-    Only the exact CMP decoders are handled; :meth:`for_model` returns None for
-    anything else, and the caller falls back to ``model.decode``.
-    """
-
-    def __init__(self, model: nn.Module, features: Any):
-        from ..models.decoder import PlainDecoder, SkipDecoder
-
-        self.model = model
-        decoder = model.flow_decoder
-        self.skip = type(decoder) is SkipDecoder
-        if not self.skip and type(decoder) is not PlainDecoder:
-            raise TypeError(f"unsupported decoder {type(decoder).__name__}")
-        self.decoder = decoder
-        self.image_size = tuple(features.image_size)
-        image = features.features
-        self.branches = [_SplitConv(getattr(decoder, f"decoder{s}"), image, cached_first=True)
-                         for s in decoder.scales]
-        if self.skip:
-            conv1, layer1 = features.skips
-            self.layer1_like = layer1
-            self.conv1_like = conv1
-            self.fusion4 = _SplitConv(decoder.fusion4, decoder.skipconv4(layer1), cached_first=False)
-            self.fusion2 = _SplitConv(decoder.fusion2, decoder.skipconv2(conv1), cached_first=False)
-
-    @classmethod
-    def for_model(cls, model: nn.Module, features: Any) -> "CachedDecoder | None":
-        """A cached decoder, or None when ``model`` is not a plain CMP network this class knows."""
-        from ..models.cmp import CMP
-
-        if type(model) is not CMP or features.features.shape[0] != 1:
-            return None
-        try:
-            return cls(model, features)
-        except TypeError:
-            return None
-
-    def __call__(self, sparse: torch.Tensor) -> torch.Tensor:
-        """sparse (B,4,H,W) = flow x, flow y, mask, mask -> raw output, as ``model.decode``."""
-        if tuple(sparse.shape[-2:]) != self.image_size:
-            raise InputError(f"sparse is {tuple(sparse.shape[-2:])} but the image was {self.image_size}")
-        motion = self.model.flow_encoder(sparse)  # the image's share of cat(image, motion) is in each branch
-        joined = torch.cat([_resize_to(branch(motion), motion) for branch in self.branches], dim=1)
-        d = self.decoder
-        if not self.skip:
-            return d.head(joined)
-        f8 = d.fusion8(joined)
-        f4 = self.fusion4(_resize_to(f8, self.layer1_like))
-        f2 = self.fusion2(_resize_to(f4, self.conv1_like))
-        return d.head(f2)
-
-
 # --------------------------------------------------------------------------- the propagator
 
 
@@ -210,7 +113,7 @@ class Propagator:
         self.fmax = float(bins.fmax) if bins is not None else None
         self.image: np.ndarray | None = None
         self._features: Any = None
-        self._decoder: CachedDecoder | None = None
+        self._decoder: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # ----------------------------------------------------------------- image
 
@@ -262,7 +165,17 @@ class Propagator:
         x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float()
         x = (x - self.mean.to(device)) / self.std.to(device)
         self._features = self.model.encode_image(x)
-        self._decoder = CachedDecoder.for_model(self.model, self._features) if self.use_cached_decoder else None
+        self._decoder = self._cached_decoder() if self.use_cached_decoder else None
+
+    def _cached_decoder(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The model's :meth:`~motionprop.models.cmp.CMP.cached_decode` for the current image, if it has one."""
+        cached_decode = getattr(self.model, "cached_decode", None)
+        if cached_decode is None:
+            return None
+        try:
+            return cached_decode(self._features)
+        except TypeError:  # a decoder with convolutions that cannot be split: decode in full
+            return None
 
     def reset_image(self) -> None:
         """Forget the current image and its features."""

@@ -7,6 +7,12 @@ lets a guidance vector reach far-away pixels of the same object in few layers.
 Branches are built in a loop but keep the original's names and indices
 (``decoder2.1.weight`` is the first conv of the 1/2 branch), so released
 checkpoints load.
+
+Each decoder's ``with_image`` is its forward pass for one image and many
+guidance sets: the decoder's input is ``cat(image features, motion features)``,
+and the image's share of every convolution that reads it is computed once
+(:class:`SplitStage`), so a query costs only the motion's share. Interactive
+use (``motionprop.Propagator``) relies on it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,36 @@ def _upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
 
 
+class SplitStage:
+    """A ``[pool] conv norm relu ...`` stage whose input is ``cat(a, b)``, with ``b``'s share precomputed.
+
+    A convolution with zero padding is linear in its input channels, and max
+    pooling acts channel by channel, so ``conv(pool(cat(a, b)))`` equals
+    ``conv_a(pool(a)) + conv_b(pool(b))``: when ``b`` depends on the image
+    alone, ``conv_b(pool(b))`` is computed once per image. ``fixed_first`` says
+    whether ``fixed`` (= ``b``) comes first in the concatenation.
+    """
+
+    def __init__(self, stage: nn.Sequential, fixed: torch.Tensor, fixed_first: bool):
+        index = next(i for i, m in enumerate(stage) if isinstance(m, nn.Conv2d))
+        self.pre, self.conv, self.post = stage[:index], stage[index], stage[index + 1:]
+        conv = self.conv
+        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise TypeError("only plain zero-padded convolutions can be split")
+        n = fixed.shape[1]
+        weight = conv.weight
+        fixed_weight, self.weight = (weight[:, :n], weight[:, n:]) if fixed_first else (weight[:, -n:], weight[:, :-n])
+        self.fixed = self._conv(self.pre(fixed), fixed_weight, None)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        c = self.conv
+        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's output on ``cat(fixed, x)`` (or ``cat(x, fixed)``); the batch of ``x`` shares ``fixed``."""
+        return self.post(self._conv(self.pre(x), self.weight, self.conv.bias) + self.fixed)
+
+
 def _add_branches(module: nn.Module, scales: Sequence[int], in_dim: int, num_convs: int,
                   norm_layer: NormLayer) -> tuple[int, ...]:
     """Add ``decoder{s}`` submodules to ``module``; return the scales in concatenation order (ascending)."""
@@ -49,10 +85,18 @@ def _add_branches(module: nn.Module, scales: Sequence[int], in_dim: int, num_con
     return ordered
 
 
-def _run_branches(module: nn.Module, scales: Sequence[int], x: torch.Tensor) -> torch.Tensor:
+def _run_branches(branches: Sequence[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
     """Run every branch on ``x`` and concatenate them at ``x``'s resolution."""
-    outs = [_upsample_to(getattr(module, f"decoder{s}")(x), x) for s in scales]
-    return torch.cat(outs, dim=1)
+    return torch.cat([_upsample_to(branch(x), x) for branch in branches], dim=1)
+
+
+def _branches(module: nn.Module) -> list[nn.Module]:
+    return [getattr(module, f"decoder{s}") for s in module.scales]
+
+
+def _split_branches(module: nn.Module, image: torch.Tensor) -> list[SplitStage]:
+    """The branches with the image features' share of their first convolution precomputed."""
+    return [SplitStage(branch, image, fixed_first=True) for branch in _branches(module)]
 
 
 class PlainDecoder(nn.Module):
@@ -66,7 +110,12 @@ class PlainDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, input_dim, h, w) fused image + sparse features -> (B, output_dim, h, w)."""
-        return self.head(_run_branches(self, self.scales, x))
+        return self.head(_run_branches(_branches(self), x))
+
+    def with_image(self, image: torch.Tensor, skips: Sequence[torch.Tensor] = ()) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``motion -> forward(cat(image, motion))`` for one image (batch 1) and any batch of motion features."""
+        branches = _split_branches(self, image)
+        return lambda motion: self.head(_run_branches(branches, motion))
 
 
 class SkipDecoder(nn.Module):
@@ -91,7 +140,24 @@ class SkipDecoder(nn.Module):
     def forward(self, x: torch.Tensor, skips: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x (B, input_dim, H/8, W/8); skips = (conv1 (B,64,H/2,W/2), layer1 (B,C,H/4,W/4)) -> (B, output_dim, H/2, W/2)."""
         conv1, layer1 = skips
-        f8 = self.fusion8(_run_branches(self, self.scales, x))
+        f8 = self.fusion8(_run_branches(_branches(self), x))
         f4 = self.fusion4(torch.cat([_upsample_to(f8, layer1), self.skipconv4(layer1)], dim=1))
         f2 = self.fusion2(torch.cat([_upsample_to(f4, conv1), self.skipconv2(conv1)], dim=1))
         return self.head(f2)
+
+    def with_image(self, image: torch.Tensor, skips: Sequence[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``motion -> forward(cat(image, motion), skips)`` for one image (batch 1), any batch of motion features.
+
+        Besides the branches' first convolutions, ``skipconv2/4`` and their
+        share of ``fusion2/4`` depend on the image alone and are computed here.
+        """
+        conv1, layer1 = skips
+        branches = _split_branches(self, image)
+        fusion4 = SplitStage(self.fusion4, self.skipconv4(layer1), fixed_first=False)
+        fusion2 = SplitStage(self.fusion2, self.skipconv2(conv1), fixed_first=False)
+
+        def decode(motion: torch.Tensor) -> torch.Tensor:
+            f8 = self.fusion8(_run_branches(branches, motion))
+            return self.head(fusion2(_upsample_to(fusion4(_upsample_to(f8, layer1)), conv1)))
+
+        return decode
