@@ -210,3 +210,29 @@ def test_missing_list_file_fails_before_the_run_folder_is_made(tiny_data, tmp_pa
     with pytest.raises(motionprop.InputError, match="list file not found: .*typo.txt"):
         train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_repeats_the_runs_validation_and_checks_its_inputs(tiny_data, tmp_path, capsys):
+    from motionprop.cli import main
+    from motionprop.train.evaluate import evaluate
+
+    cfg = tiny_config(tiny_data, "train.total_iter=2", "train.val_freq=2", "train.save_freq=2")
+    train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (val,) = [x for x in logged if x["split"] == "val"]
+    checkpoint = tmp_path / "run" / "checkpoints" / "iter_0000002"
+    metrics = evaluate(checkpoint, [tiny_data[1]], device="cpu")
+    for key in ("epe", "epe_nearest", "epe_idw", "loss"):  # same pairs, same seeded guidance, same weights
+        assert metrics[key] == pytest.approx(val[key], rel=1e-5)
+    assert metrics["samples"] == val["samples"] == 4
+    # Dense guidance: the nearest-guidance fill is the true flow; the network is not.
+    dense = evaluate(checkpoint, [tiny_data[1]], ["data.sample_strategy=[full]"], device="cpu")
+    assert dense["epe_nearest"] < 1e-4 < dense["epe"]
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(checkpoint), str(tiny_data[1]), "--device", "cpu", "--json", str(out)]) == 0
+    assert f"CMP {metrics['epe']:.3f}" in capsys.readouterr().out
+    assert json.loads(out.read_text())["epe"] == pytest.approx(metrics["epe"])
+    assert main(["evaluate", str(checkpoint), str(tmp_path / "nope.txt")]) == 2
+    assert "list file not found" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nockpt"), str(tiny_data[1])]) == 2

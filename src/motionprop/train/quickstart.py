@@ -83,15 +83,10 @@ def _train_or_reuse(cfg: Config, run_dir: Path, resume: bool, force: bool, time_
 
 
 def _revalidate(cfg: Config, found: tuple[int, Path]) -> TrainResult:
-    from ..checkpoint import load_model
-    from ..losses import build_flow_loss
-    from .distributed import DistInfo
-    from .trainer import build_val_loader, validate
+    from .evaluate import evaluate
 
     iteration, folder = found
-    model = load_model(folder)
-    loader = build_val_loader(cfg, DistInfo())
-    metrics = validate(model, model, loader, cfg, DistInfo(), build_flow_loss(cfg.model), None, iteration)
+    metrics = evaluate(folder, cfg.data.val_source, workers=cfg.data.workers, batch_size=cfg.data.batch_size_val)
     return TrainResult(iteration, False, folder, metrics)
 
 
