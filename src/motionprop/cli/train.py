@@ -64,10 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "evaluate", help="end-point error of a trained network on list files, next to two baselines",
-        description="Measure a checkpoint on frame pairs with flow: each pair resized and centre-cropped by the "
-        "checkpoint's data config, guidance sampled as in training but seeded per pair (every network sees "
-        "the same), end-point error over the known pixels, next to nearest-guidance fill and inverse-distance "
-        "interpolation of the same guidance.",
+        description="Measure a checkpoint on frame pairs with flow: each pair resized and centre-cropped by the\n"
+        "checkpoint's data config, guidance sampled as in training but seeded per pair (every network\n"
+        "sees the same), end-point error over the known pixels, next to nearest-guidance fill and\n"
+        "inverse-distance interpolation of the same guidance.",
         epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder or file (motionprop's or the original's)")
     p.add_argument("lists", nargs="+", metavar="LIST", help="list files: 'img1 img2 flow' per line")
