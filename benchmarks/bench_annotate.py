@@ -1,0 +1,129 @@
+"""Click-to-mask quality of a trained network on synthetic clips with true object masks, against two baselines.
+
+For the first frame of every clip of a ``motionprop synth`` data set (the
+quickstart's ``data/`` folder), every object with at least ``--min-area``
+visible pixels gets one positive click at its most interior pixel (farthest
+from its boundary) and, with ``--negative``, one negative click at the
+background pixel farthest from any object. Masks are scored by intersection
+over union with the true mask of the visible object.
+
+Methods:
+
+* ``cmp``: :func:`motionprop.apps.annotate.annotate` (four probes; ``--velocity``, ``--threshold``);
+* ``disc``: a disc at the click with the area of the set's mean object (knows
+  the size on average, nothing about the object);
+* ``flood``: OpenCV flood fill from the click, colour tolerance ``--flood-tol``
+  per channel (knows the colours, nothing about motion).
+
+    python benchmarks/bench_annotate.py quickstart/run/checkpoints/iter_0001300 --data quickstart/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def interior_point(mask: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the pixel of ``mask`` farthest from its boundary (and from the image border)."""
+    import cv2
+
+    padded = np.pad(mask.astype(np.uint8), 1)
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(x), int(y)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def disc_mask(shape: tuple[int, int], point: tuple[int, int], area: float) -> np.ndarray:
+    """A disc of the given area centred on ``point``."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return (xx - point[0]) ** 2 + (yy - point[1]) ** 2 <= area / np.pi
+
+
+def flood_mask(image: np.ndarray, point: tuple[int, int], tolerance: int) -> np.ndarray:
+    """Pixels connected to ``point`` through neighbours within ``tolerance`` per channel of each other."""
+    import cv2
+
+    mask = np.zeros((image.shape[0] + 2, image.shape[1] + 2), np.uint8)
+    flags = 4 | cv2.FLOODFILL_MASK_ONLY | (255 << 8)
+    cv2.floodFill(np.ascontiguousarray(image).copy(), mask, point, (0, 0, 0), (tolerance,) * 3, (tolerance,) * 3,
+                  flags)
+    return mask[1:-1, 1:-1] > 0
+
+
+def objects(data: Path, min_area: int, limit: int | None) -> list[tuple[Path, np.ndarray, int]]:
+    """(frame, label map, object index) of every object big enough, clip by clip."""
+    import cv2
+
+    found = []
+    for clip in sorted((data / "masks").iterdir()):
+        labels = cv2.imread(str(clip / "000000.png"), cv2.IMREAD_UNCHANGED)
+        for index in np.unique(labels)[1:]:
+            if (labels == index).sum() >= min_area:
+                found.append((data / "frames" / clip.name / "000000.jpg", labels, int(index)))
+    return found[:limit]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="trained checkpoint folder")
+    parser.add_argument("--data", type=Path, default=Path("quickstart/data"), help="a motionprop synth folder")
+    parser.add_argument("--min-area", type=int, default=400, help="smallest visible object, pixels")
+    parser.add_argument("--limit", type=int, default=200, help="at most this many objects")
+    parser.add_argument("--negative", action="store_true", help="add one negative click in the background")
+    parser.add_argument("--velocity", type=float, default=30.0, help="probe speed, px of the working size")
+    parser.add_argument("--threshold", type=float, default=0.5, help="mask = score > threshold")
+    parser.add_argument("--flood-tol", type=int, default=12, help="flood fill tolerance per channel")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import torch
+
+    from motionprop import load_model
+    from motionprop.apps.annotate import annotate
+    from motionprop.apps.propagate import Propagator, load_image
+
+    torch.set_num_threads(args.threads)
+    if not (args.data / "masks").is_dir():
+        parser.error(f"{args.data} has no masks/ folder: give a 'motionprop synth' output with --data")
+    found = objects(args.data, args.min_area, args.limit)
+    if not found:
+        parser.error(f"no object of at least {args.min_area} px in {args.data}")
+    mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
+    propagator = Propagator(load_model(args.checkpoint))
+    scores: dict[str, list[float]] = {"cmp": [], "disc": [], "flood": []}
+    current = None
+    for frame, labels, index in found:
+        truth = labels == index
+        click = interior_point(truth)
+        negative = [interior_point(labels == 0)] if args.negative else []
+        if frame != current:
+            image = load_image(frame)
+            propagator.set_image(image)
+            current = frame
+        scores["cmp"].append(iou(annotate(propagator, [click], negative, velocity=args.velocity,
+                                             threshold=args.threshold).mask, truth))
+        scores["disc"].append(iou(disc_mask(truth.shape, click, mean_area), truth))
+        scores["flood"].append(iou(flood_mask(image, click, args.flood_tol), truth))
+    clicks = "1 positive + 1 negative click" if args.negative else "1 positive click"
+    print(f"{len(found)} objects (>= {args.min_area} px, mean {mean_area:.0f} px) in {args.data}, {clicks}")
+    for name, values in scores.items():
+        values = np.array(values)
+        print(f"  {name:6s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "
+              f"IoU > 0.5: {100 * (values > 0.5).mean():.0f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
