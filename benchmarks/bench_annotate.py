@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=200, help="at most this many objects")
     parser.add_argument("--negative", action="store_true", help="add one negative click in the background")
     parser.add_argument("--velocity", type=float, default=30.0, help="probe speed, px of the working size")
+    parser.add_argument("--working-size", type=int, default=None,
+                        help="short side the network sees (default: the short side of its training crop)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask = score > threshold")
     parser.add_argument("--flood-tol", type=int, default=12, help="flood fill tolerance per channel")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -101,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not found:
         parser.error(f"no object of at least {args.min_area} px in {args.data}")
     mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
-    propagator = Propagator(load_model(args.checkpoint))
+    propagator = Propagator(load_model(args.checkpoint), working_size=args.working_size)
     scores: dict[str, list[float]] = {"cmp": [], "disc": [], "flood": []}
     current = None
     for frame, labels, index in found:

@@ -30,6 +30,7 @@ class SegmentModel(nn.Module):
         super().__init__()
         self.config = motionprop.Config()
         self.config.data.crop_size = (working_size, working_size)
+        self.config.data.short_size = working_size
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
         self.bins = None
 

@@ -152,6 +152,7 @@ def checkpoint(tmp_path_factory):
 
     cfg = motionprop.Config(model=motionprop.ModelConfig(image_encoder="resnet18", img_enc_dim=32, nbins=15))
     cfg.data.crop_size = (64, 64)
+    cfg.data.short_size = 64
     folder = tmp_path_factory.mktemp("ckpt") / "tiny"
     motionprop.save_model(folder, init_weights_trained_like(create_model(cfg)))
     return folder

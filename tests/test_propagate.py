@@ -25,6 +25,7 @@ def tiny_config(decoder: str = "plain", flow_loss: str = "discrete") -> motionpr
         image_encoder="resnet18", img_enc_dim=32, nbins=15, fmax=20.0, decoder=decoder, decoder_combo=combo,
         flow_loss=flow_loss))
     cfg.data.crop_size = (64, 64)
+    cfg.data.short_size = 64
     return cfg
 
 
@@ -321,3 +322,17 @@ def test_cli_rejects_a_checkpoint_of_the_wrong_kind(checkpoint, image_file, tmp_
                               str(image_file), "--arrow", "1,1,1,1", "--out-flow", str(tmp_path / "f.flo")])
     assert "checkpoint not found" in err
     assert not (tmp_path / "f.flo").exists()
+
+
+def test_default_working_size_is_the_training_images_short_side():
+    """Training resizes images to data.short_size before cropping: the network knows objects at that scale."""
+    from motionprop.apps.propagate import default_working_size
+
+    data = motionprop.Config().data
+    data.short_size, data.crop_size = 192, (128, 128)
+    assert default_working_size(data) == 192
+    data.short_size, data.long_size = None, 640
+    assert default_working_size(data) == 128
+    propagator = Propagator(tiny_model())  # short_size 64
+    propagator.set_image(random_image(192, 256))
+    assert propagator.working_shape == (64, 88)

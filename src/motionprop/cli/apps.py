@@ -21,8 +21,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config of an original-format checkpoint (its config.yaml or a preset name)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--working-size", type=int, metavar="PX",
-                   help="short side the network sees, rounded to its stride (default: the short side of "
-                   "the checkpoint's training crop)")
+                   help="short side the network sees, rounded to its stride (default: the checkpoint's "
+                   "data.short_size, the scale its training images had)")
 
 
 def _add_guidance_options(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "propagate", help="dense flow of an image from a few arrows",
         description="Predict how every pixel of an image moves, given a few arrows (and still points). "
         "The image is resized so that the network sees its working size (short side = the training "
-        "crop's by default), the arrows are mapped into that frame, and the flow is mapped back to the "
+        "images' data.short_size by default), the arrows are mapped into that frame, and the flow is mapped back to the "
         "image's pixels. A discrete network's range is +-fmax (50) px per axis at its working size.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  motionprop propagate --checkpoint ckpt --image photo.jpg --arrow 900,500,40,-10 "
