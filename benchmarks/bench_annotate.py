@@ -1,7 +1,7 @@
 """Click-to-mask quality of a trained network on synthetic clips with true object masks, against two baselines.
 
-For the first frame of every clip of a ``motionprop synth`` data set (the
-quickstart's ``data/`` folder), every object with at least ``--min-area``
+For the first frame of every validation clip of a ``motionprop synth`` data
+set (the quickstart's ``data/`` folder; ``--split``), every object with at least ``--min-area``
 visible pixels gets one positive click at its most interior pixel (farthest
 from its boundary) and, with ``--negative``, one negative click at the
 background pixel farthest from any object. Masks are scored by intersection
@@ -60,12 +60,19 @@ def flood_mask(image: np.ndarray, point: tuple[int, int], tolerance: int) -> np.
     return mask[1:-1, 1:-1] > 0
 
 
-def objects(data: Path, min_area: int, limit: int | None) -> list[tuple[Path, np.ndarray, int]]:
-    """(frame, label map, object index) of every object big enough, clip by clip."""
+def split_clips(data: Path, split: str) -> list[str]:
+    """Names of the clips in ``lists/<split>.txt`` (the folder above each listed frame)."""
+    lines = (data / "lists" / f"{split}.txt").read_text().split("\n")
+    return sorted({Path(line.split()[0]).parent.name for line in lines if line.strip()})
+
+
+def objects(data: Path, clips: Sequence[str], min_area: int, limit: int | None) -> list[tuple[Path, np.ndarray, int]]:
+    """(frame, label map, object index) of every object big enough in the first frame of each clip."""
     import cv2
 
     found = []
-    for clip in sorted((data / "masks").iterdir()):
+    for name in clips:
+        clip = data / "masks" / name
         labels = cv2.imread(str(clip / "000000.png"), cv2.IMREAD_UNCHANGED)
         for index in np.unique(labels)[1:]:
             if (labels == index).sum() >= min_area:
@@ -78,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="trained checkpoint folder")
     parser.add_argument("--data", type=Path, default=Path("quickstart/data"), help="a motionprop synth folder")
+    parser.add_argument("--split", default="val", help="clips of lists/SPLIT.txt (val: not trained on)")
     parser.add_argument("--min-area", type=int, default=400, help="smallest visible object, pixels")
     parser.add_argument("--limit", type=int, default=200, help="at most this many objects")
     parser.add_argument("--negative", action="store_true", help="add one negative click in the background")
@@ -99,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if not (args.data / "masks").is_dir():
         parser.error(f"{args.data} has no masks/ folder: give a 'motionprop synth' output with --data")
-    found = objects(args.data, args.min_area, args.limit)
+    found = objects(args.data, split_clips(args.data, args.split), args.min_area, args.limit)
     if not found:
         parser.error(f"no object of at least {args.min_area} px in {args.data}")
     mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
@@ -119,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scores["disc"].append(iou(disc_mask(truth.shape, click, mean_area), truth))
         scores["flood"].append(iou(flood_mask(image, click, args.flood_tol), truth))
     clicks = "1 positive + 1 negative click" if args.negative else "1 positive click"
-    print(f"{len(found)} objects (>= {args.min_area} px, mean {mean_area:.0f} px) in {args.data}, {clicks}")
+    print(f"{len(found)} objects (>= {args.min_area} px, mean {mean_area:.0f} px) in the {args.split} clips of "
+          f"{args.data}, {clicks}")
     for name, values in scores.items():
         values = np.array(values)
         print(f"  {name:6s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "

@@ -53,8 +53,8 @@ def default_working_size(data: Any) -> int:
 
     Training resizes every image to that short side before cropping, so objects
     look their training size there (for the quickstart's network, trained at
-    short side 192 with 128 px crops, click-to-mask IoU was 0.44 at 192 against
-    0.40 at 128: ``benchmarks/bench_annotate.py``). With ``data.long_size``
+    short side 192 with 128 px crops, click-to-mask IoU was 0.45 at 192 against
+    0.39 at 128: ``benchmarks/bench_annotate.py``). With ``data.long_size``
     instead, the short side of the training crop.
     """
     if data.short_size is not None:
