@@ -135,7 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..train.evaluate import evaluate
 
     m = evaluate(args.checkpoint, args.lists, args.overrides, device=args.device, workers=args.workers,
-                 batch_size=args.batch_size, config=args.config)
+                 batch_size=args.batch_size, config=args.config, progress=True)
     print(f"end-point error on {m['samples']} pairs (px): CMP {m['epe']:.3f}, nearest fill {m['epe_nearest']:.3f}, "
           f"IDW {m['epe_idw']:.3f}; loss {m['loss']:.4f}")
     if args.json:

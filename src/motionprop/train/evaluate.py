@@ -41,11 +41,12 @@ def evaluation_config(cfg: Config, lists: Sequence[str | os.PathLike], overrides
 
 def evaluate(checkpoint: str | os.PathLike, lists: Sequence[str | os.PathLike], overrides: Sequence[str] = (),
              device: str = "auto", workers: int | None = None, batch_size: int | None = None,
-             config: str | os.PathLike | None = None) -> dict[str, float]:
+             config: str | os.PathLike | None = None, progress: bool = False) -> dict[str, float]:
     """EPE of the network in ``checkpoint`` on every pair of ``lists``, with the baselines' on the same guidance.
 
     Returns ``{"epe", "epe_nearest", "epe_idw", "loss", "samples"}``. ``config``
-    is only needed for an original-release file without ``config.yaml`` beside it.
+    is only needed for an original-release file without ``config.yaml`` beside it;
+    ``progress`` shows a bar on a terminal.
     """
     from ..checkpoint import load_model
     from ..losses import build_flow_loss
@@ -56,4 +57,4 @@ def evaluate(checkpoint: str | os.PathLike, lists: Sequence[str | os.PathLike], 
     model = load_model(checkpoint, config=config, device=info.device)
     cfg = evaluation_config(model.config, lists, overrides, workers, batch_size)
     loader = build_val_loader(cfg, info)
-    return validate(model, model, loader, cfg, info, build_flow_loss(cfg.model), None, 0)
+    return validate(model, model, loader, cfg, info, build_flow_loss(cfg.model), None, 0, progress=progress)

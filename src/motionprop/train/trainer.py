@@ -213,13 +213,20 @@ def to_device(batch: dict[str, torch.Tensor], info: DistInfo, channels_last: boo
 
 @torch.no_grad()
 def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: DistInfo, loss_fn: nn.Module,
-             image_dir: Path | None, iteration: int) -> dict[str, float]:
-    """Loss and EPE of the model, and EPE of the nearest-fill and IDW baselines on the same guidance."""
+             image_dir: Path | None, iteration: int, progress: bool = False) -> dict[str, float]:
+    """Loss and EPE of the model, and EPE of the nearest-fill and IDW baselines on the same guidance.
+
+    ``progress`` shows a bar (main process, on a terminal only).
+    """
+    from tqdm import tqdm
+
     was_training = net.training
     net.eval()
     sums = torch.zeros(5, dtype=torch.float64)  # loss*n, epe, epe_nearest, epe_idw, n
     pictures: list[np.ndarray] = []
-    for batch in loader:
+    bar = tqdm(loader, desc="evaluate", unit="batch", dynamic_ncols=True, file=sys.stderr, leave=False,
+               disable=not (progress and info.is_main and sys.stderr.isatty()))
+    for batch in bar:
         batch = to_device(batch, info, cfg.train.channels_last)
         with autocast_context(cfg, info.device):
             output = net(batch["image"], batch["sparse"])
