@@ -8,8 +8,9 @@ answers many in one batched call.
 
 Working size. The network sees the image resized so that its short side is the
 working size (by default the short side its training images were resized to,
-``data.short_size``, e.g. 416 px; the original demo worked at that scale too), both sides rounded to a multiple of the network's stride; the aspect
-ratio is kept. Guidance is mapped into that frame (positions with pixel centres
+``data.short_size``, e.g. 416 px; the original demo worked at that scale too),
+both sides rounded to a multiple of the network's stride; the aspect ratio is
+kept. Guidance is mapped into that frame (positions with pixel centres
 kept aligned, vectors scaled by the x and y ratios) and the flow is mapped back
 to the image's pixels. A discrete network represents motions up to ``fmax``
 (50 px) per axis *at its working size*: on a 1920x1080 image with a 416 px
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import DataConfig
 from ..errors import InputError
 from .guidance_file import Guidance
 
@@ -48,7 +50,7 @@ def working_shape(height: int, width: int, short_side: int, multiple: int, min_s
     return side(height * scale), side(width * scale)
 
 
-def default_working_size(data: Any) -> int:
+def default_working_size(data: DataConfig) -> int:
     """The short side at which the network saw whole images in training: ``data.short_size``.
 
     Training resizes every image to that short side before cropping, so objects
