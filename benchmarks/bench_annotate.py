@@ -16,6 +16,13 @@ Methods:
   per channel (knows the colours, nothing about motion).
 
     python benchmarks/bench_annotate.py quickstart/run/checkpoints/iter_0001300 --data quickstart/data
+
+With ``--davis ROOT`` it measures real objects instead: DAVIS-layout clips
+(``JPEGImages/[480p/]<clip>/*.jpg``, ``Annotations/[480p/]<clip>/*.png``), the
+first and the middle frame of every clip, every object (label > 0; DAVIS-2016
+masks are 0/255, one object) with one positive click at its most interior pixel:
+
+    python benchmarks/bench_annotate.py quickstart/run/checkpoints/iter_0001300 --davis ../shared/data/davis2016
 """
 
 from __future__ import annotations
@@ -80,11 +87,35 @@ def objects(data: Path, clips: Sequence[str], min_area: int, limit: int | None) 
     return found[:limit]
 
 
+def davis_objects(root: Path, min_area: int) -> list[tuple[Path, np.ndarray, int]]:
+    """(frame, label map, object id) for the first and middle annotated frame of every DAVIS clip."""
+    import cv2
+
+    frames_root, masks_root = root / "JPEGImages", root / "Annotations"
+    if (frames_root / "480p").is_dir():
+        frames_root, masks_root = frames_root / "480p", masks_root / "480p"
+    if not masks_root.is_dir():
+        raise SystemExit(f"bench_annotate: {root} has no Annotations/ folder (DAVIS layout)")
+    found = []
+    for clip in sorted(p for p in masks_root.iterdir() if p.is_dir()):
+        masks = sorted(clip.glob("*.png"))
+        for mask_path in (masks[0], masks[len(masks) // 2]) if masks else ():
+            labels = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+            labels = np.where(labels == 255, 1, labels) if set(np.unique(labels)) <= {0, 255} else labels
+            frame = frames_root / clip.name / (mask_path.stem + ".jpg")
+            for index in np.unique(labels[(labels > 0) & (labels < 255)]):
+                if (labels == index).sum() >= min_area:
+                    found.append((frame, labels, int(index)))
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="trained checkpoint folder")
     parser.add_argument("--data", type=Path, default=Path("quickstart/data"), help="a motionprop synth folder")
+    parser.add_argument("--davis", type=Path, default=None,
+                        help="measure on DAVIS-layout clips (first and middle frame) instead of --data")
     parser.add_argument("--split", default="val", help="clips of lists/SPLIT.txt (val: not trained on)")
     parser.add_argument("--min-area", type=int, default=400, help="smallest visible object, pixels")
     parser.add_argument("--limit", type=int, default=200, help="at most this many objects")
@@ -105,9 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from motionprop.apps.propagate import Propagator, load_image
 
     torch.set_num_threads(args.threads)
-    if not (args.data / "masks").is_dir():
-        parser.error(f"{args.data} has no masks/ folder: give a 'motionprop synth' output with --data")
-    found = objects(args.data, split_clips(args.data, args.split), args.min_area, args.limit)
+    if args.davis is not None:
+        found = davis_objects(args.davis, args.min_area)[:args.limit]
+        source = f"the first and middle frames of the clips of {args.davis}"
+    else:
+        if not (args.data / "masks").is_dir():
+            parser.error(f"{args.data} has no masks/ folder: give a 'motionprop synth' output with --data")
+        found = objects(args.data, split_clips(args.data, args.split), args.min_area, args.limit)
+        source = f"the {args.split} clips of {args.data}"
     if not found:
         parser.error(f"no object of at least {args.min_area} px in {args.data}")
     mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
@@ -127,8 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scores["disc"].append(iou(disc_mask(truth.shape, click, mean_area), truth))
         scores["flood"].append(iou(flood_mask(image, click, args.flood_tol), truth))
     clicks = "1 positive + 1 negative click" if args.negative else "1 positive click"
-    print(f"{len(found)} objects (>= {args.min_area} px, mean {mean_area:.0f} px) in the {args.split} clips of "
-          f"{args.data}, {clicks}")
+    print(f"{len(found)} objects (>= {args.min_area} px, mean {mean_area:.0f} px) in {source}, {clicks}")
     for name, values in scores.items():
         values = np.array(values)
         print(f"  {name:6s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "

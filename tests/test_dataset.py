@@ -131,3 +131,14 @@ def test_bad_lists_and_files_are_named(tmp_path, pairs):
     skipping = ImageFlowDataset([pairs], _config(), train=False, skip_bad=True)
     item = skipping[1]
     assert int(item["skipped"]) == 1 and int(item["index"]) == 2
+
+
+def test_random_guidance_density_varies_per_training_sample_and_not_in_validation(pairs):
+    cfg = _config(guidance_density="random", dense_prob=0.25, dense_grid=10, max_sparse=16)
+    train_counts = {int(ImageFlowDataset([pairs], cfg, train=True)[(0, draw)]["sparse"][2].sum())
+                    for draw in range(30)}
+    assert len(train_counts) >= 4 and min(train_counts) >= 1  # sparse draws of several sizes, and dense grids
+    val = ImageFlowDataset([pairs], cfg, train=False)
+    fixed = ImageFlowDataset([pairs], _config(), train=False)
+    for draw in range(3):  # validation keeps the config's fixed strategy
+        assert torch.equal(val[(0, draw)]["sparse"], fixed[(0, draw)]["sparse"])

@@ -330,3 +330,45 @@ def test_watershed_ties_do_not_depend_on_opencv_float_rounding(reference, shared
             assert point_set(*ours) == point_set(*theirs)
     finally:
         cv2.setNumThreads(previous)
+
+
+def test_any_density_sampler_mixes_dense_grids_and_log_uniform_point_counts():
+    from motionprop.data.guidance import grid_points, sample_guidance_any_density, watershed_points
+
+    flow = square_object_flow(size=129, half=32)
+    grid_count = len(grid_points(129, 129, 1 / 20 ** 2)[0])
+    counts, dense = [], 0
+    for seed in range(300):
+        _, mask = sample_guidance_any_density(flow, np.random.default_rng(seed), nms_ks=15, dense_prob=0.25,
+                                              dense_grid=20, max_sparse=64)
+        count = int(mask.sum())
+        if count >= grid_count:
+            dense += 1
+        else:
+            counts.append(count)
+    assert 0.15 < dense / 300 < 0.35
+    assert min(counts) >= 1 and max(counts) <= 64
+    assert np.mean(np.array(counts) <= 8) > 0.4  # log-uniform: small counts are common
+
+
+def test_any_density_sampler_takes_watershed_points_first_and_is_seeded():
+    from motionprop.data.guidance import sample_guidance_any_density, watershed_points
+
+    flow = square_object_flow(size=129, half=32)
+    centre = point_set(*watershed_points(flow, 15, np.random.default_rng(0)))
+    for seed in range(20):
+        args = dict(nms_ks=15, dense_prob=0.0, dense_grid=20, max_sparse=1)
+        sparse, mask = sample_guidance_any_density(flow, np.random.default_rng(seed), **args)
+        assert mask.sum() == 1 and point_set(*np.nonzero(mask)) <= centre
+        again, _ = sample_guidance_any_density(flow, np.random.default_rng(seed), **args)
+        assert np.array_equal(sparse, again)
+
+
+def test_any_density_sampler_never_samples_unknown_flow():
+    from motionprop.data.guidance import sample_guidance_any_density
+
+    flow = square_object_flow(size=129, half=32)
+    flow[:, :64] = np.nan
+    for seed in range(10):
+        sparse, mask = sample_guidance_any_density(flow, np.random.default_rng(seed), dense_prob=1.0)
+        assert mask.any() and not mask[:, :64].any() and np.isfinite(sparse).all()

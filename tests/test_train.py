@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import socket
@@ -192,17 +194,38 @@ def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
     messages = []
     synth = SynthConfig(height=64, width=80, num_pairs=12, val_fraction=0.25)
     summary = run_quickstart(tmp_path / "qs", overrides=[*TINY, "train.total_iter=3"], log=messages.append,
-                             synth=synth)
+                             synth=synth, real=False)
     m = summary["val"]
     val_pairs = len((tmp_path / "qs" / "data" / "lists" / "val.txt").read_text().splitlines())
     assert {"epe", "epe_nearest", "epe_idw"} <= set(m) and m["samples"] == val_pairs > 0
     text = (tmp_path / "qs" / "summary.md").read_text()
     assert f"{m['epe']:.3f}" in text and f"{m['epe_idw']:.3f}" in text and f"{m['epe_nearest']:.3f}" in text
-    assert len(summary["examples"]) == 3 and all(Path(p).is_file() for p in summary["examples"])
+    assert len(summary["examples"]) == 4 and all(Path(p).is_file() for p in summary["examples"])
+    assert Path(summary["examples"][0]).name == "photo.png"  # arrows on a real photo come first
     assert "nearest-guidance" in messages[-1] and "IDW" in messages[-1]
     again = run_quickstart(tmp_path / "qs", overrides=[*TINY, "train.total_iter=3"], log=messages.append,
-                           synth=synth)  # finished run: evaluated again, not retrained
+                           synth=synth, real=False)  # finished run: evaluated again, not retrained
     assert again["iteration"] == 3 and again["val"]["epe"] == pytest.approx(m["epe"], rel=1e-4)
+
+
+def test_quickstart_stopped_by_its_time_limit_reports_the_checkpoint_it_names(tmp_path, monkeypatch):
+    from motionprop.train import quickstart
+    from motionprop.train.evaluate import evaluate
+
+    real_train = quickstart.train
+
+    def stopped_after_an_older_validation(cfg, options):
+        result = real_train(cfg, options)
+        stale = {"epe": 123.0, "epe_nearest": 1.0, "epe_idw": 1.0, "loss": 1.0, "samples": 1}
+        return dataclasses.replace(result, stopped_early=True, val=stale)  # as at a time limit after a val
+
+    monkeypatch.setattr(quickstart, "train", stopped_after_an_older_validation)
+    synth = SynthConfig(height=64, width=80, num_pairs=12, val_fraction=0.25)
+    summary = quickstart.run_quickstart(tmp_path / "qs", overrides=[*TINY, "train.total_iter=2"],
+                                        log=lambda *_: None, synth=synth, real=False)
+    assert summary["iteration"] == 2 and Path(summary["checkpoint"]).name.endswith("0000002")
+    fresh = evaluate(summary["checkpoint"], [str(tmp_path / "qs" / "data" / "lists" / "val.txt")], workers=0)
+    assert summary["val"]["epe"] == pytest.approx(fresh["epe"], rel=1e-6) != 123.0
 
 
 def test_missing_list_file_fails_before_the_run_folder_is_made(tiny_data, tmp_path):

@@ -37,6 +37,9 @@ DECODERS = ("plain", "skip")
 FLOW_LOSSES = ("discrete", "smooth_l1", "mse")
 SAMPLE_STRATEGIES = ("grid", "uniform", "watershed", "gradnms", "single", "full")
 FLOW_FILE_TYPES = ("jpg", "flo", "png", "npy", "npz")
+GUIDANCE_INPUTS = ("sparse", "dense")
+PREDICTIONS = ("flow", "residual")
+GUIDANCE_DENSITIES = ("fixed", "random")
 
 
 @dataclass
@@ -52,6 +55,13 @@ class ModelConfig:
     flow_loss: str = "discrete"
     nbins: int = 99
     fmax: float = 50.0
+    # Options beyond the paper (models/guidance_encoding.py); the defaults are the paper's network.
+    guidance_input: str = "sparse"
+    guidance_distance_scale: float = 64.0
+    prediction: str = "flow"
+    residual_base: str = "nearest"
+    idw_power: float = 2.0
+    guidance_radius: float = 0.0
 
     @property
     def output_dim(self) -> int:
@@ -67,6 +77,15 @@ class ModelConfig:
         _check_choice("model.sparse_encoder", self.sparse_encoder, SPARSE_ENCODERS)
         _check_choice("model.decoder", self.decoder, DECODERS)
         _check_choice("model.flow_loss", self.flow_loss, FLOW_LOSSES)
+        _check_choice("model.guidance_input", self.guidance_input, GUIDANCE_INPUTS)
+        _check_choice("model.prediction", self.prediction, PREDICTIONS)
+        _check_choice("model.residual_base", self.residual_base, ("nearest", "idw"))
+        if not self.idw_power > 0:
+            raise ConfigError(f"model.idw_power must be positive, got {self.idw_power}")
+        if not self.guidance_distance_scale > 0:
+            raise ConfigError(f"model.guidance_distance_scale must be positive, got {self.guidance_distance_scale}")
+        if not self.guidance_radius >= 0:
+            raise ConfigError(f"model.guidance_radius must be >= 0 (0 = off), got {self.guidance_radius}")
         if not self.decoder_combo or any(c not in (1, 2, 4, 8) for c in self.decoder_combo):
             raise ConfigError(
                 f"model.decoder_combo must be a non-empty subset of [1, 2, 4, 8], got {list(self.decoder_combo)}"
@@ -122,6 +141,12 @@ class DataConfig:
     bg_ratio: float = 0.00015625
     nms_ks: int = 41
     max_num_guide: int = 150
+    # guidance_density 'random' (training only): per sample, with probability dense_prob a dense grid
+    # (every dense_grid px) + watershed points, else 1..max_sparse points (log-uniform), watershed first.
+    guidance_density: str = "fixed"
+    dense_prob: float = 0.25
+    dense_grid: int = 20
+    max_sparse: int = 64
     flip: bool = False
     flow_reverse: bool = False
     flow_scale: bool = False
@@ -142,6 +167,11 @@ class DataConfig:
             raise ConfigError(f"data.bg_ratio must be in (0, 1], got {self.bg_ratio}")
         if self.nms_ks < 1 or self.nms_ks % 2 == 0:
             raise ConfigError(f"data.nms_ks must be an odd positive number, got {self.nms_ks}")
+        _check_choice("data.guidance_density", self.guidance_density, GUIDANCE_DENSITIES)
+        if not 0 <= self.dense_prob <= 1:
+            raise ConfigError(f"data.dense_prob must be in [0, 1], got {self.dense_prob}")
+        if self.dense_grid < 1 or self.max_sparse < 1:
+            raise ConfigError("data.dense_grid and data.max_sparse must be positive")
         if self.batch_size < 1 or self.batch_size_val < 1:
             raise ConfigError("data.batch_size and data.batch_size_val must be positive")
 

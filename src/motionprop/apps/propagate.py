@@ -281,7 +281,10 @@ class Propagator:
         sparse = sparse.to(self.device)
         raw = self._decoder(sparse) if self._decoder is not None else self.model.decode(self._features, sparse)
         working = tuple(sparse.shape[-2:])
-        flow = self.model.output_to_flow(raw, working).float()  # (B, 2, h, w) in working pixels
+        if getattr(self.model, "needs_guidance_for_flow", False):  # residual or blended models
+            flow = self.model.output_to_flow(raw, working, sparse).float()  # (B, 2, h, w) in working pixels
+        else:
+            flow = self.model.output_to_flow(raw, working).float()
         (h, w), (wh, ww) = self.image_size, working
         if (wh, ww) != (h, w):
             # Half-pixel-centred resampling, matching the image resize and the guidance mapping.

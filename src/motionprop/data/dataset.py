@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from ..config import DataConfig
 from ..errors import FlowFileError, InputError
 from .flow_io import read_flow_jpg, read_flow_with_valid
-from .guidance import make_sparse_input, sample_guidance
+from .guidance import make_sparse_input, sample_guidance, sample_guidance_any_density
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,12 @@ class ImageFlowDataset(Dataset):
             flow = augment_flow(flow, rng, cfg.flow_reverse, cfg.flow_scale, cfg.flow_rotate)
         flow = np.ascontiguousarray(flow, dtype=np.float32)
         guided = np.where(valid[..., None], flow, np.nan).astype(np.float32) if not valid.all() else flow
-        sparse_flow, mask = sample_guidance(guided, cfg.sample_strategy, cfg.bg_ratio, cfg.nms_ks,
-                                            cfg.max_num_guide, rng=rng)
+        if self.train and cfg.guidance_density == "random":
+            sparse_flow, mask = sample_guidance_any_density(guided, rng, cfg.nms_ks, cfg.dense_prob,
+                                                            cfg.dense_grid, cfg.max_sparse)
+        else:
+            sparse_flow, mask = sample_guidance(guided, cfg.sample_strategy, cfg.bg_ratio, cfg.nms_ks,
+                                                cfg.max_num_guide, rng=rng)
         item = {
             "image": self._normalize(image1),
             "sparse": torch.from_numpy(make_sparse_input(sparse_flow, mask)),

@@ -86,6 +86,42 @@ def sample_guidance(
     return _scatter(flow, rows, cols)
 
 
+def sample_guidance_any_density(
+    flow: np.ndarray,
+    rng: np.random.Generator,
+    nms_ks: int = 15,
+    dense_prob: float = 0.25,
+    dense_grid: int = 20,
+    max_sparse: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Guidance of a random density, so one model serves a click, a few arrows and dense trajectories.
+
+    With probability ``dense_prob``: a grid every ``dense_grid`` px plus the
+    watershed points (``nms_ks``). Otherwise N points, N log-uniform in
+    [1, ``max_sparse``], taken from the watershed points first (object
+    interiors, where users click), then from the grid (which adds still points
+    on static background). Returns ``(sparse_flow (H, W, 2), mask (H, W))`` as
+    :func:`sample_guidance`; unknown flow is never sampled.
+    """
+    flow = _checked_flow(flow)
+    _check_parameters(1.0 / dense_grid ** 2, nms_ks, -1, needs_stride=True)
+    flow, known = _split_unknown(flow)
+    dense = rng.random() < dense_prob
+    count = int(np.exp(rng.uniform(0.0, np.log(max_sparse + 1)))) if not dense else -1
+    count = min(max(count, 1), max_sparse) if not dense else -1
+    shed_rows, shed_cols = watershed_points(flow, nms_ks, rng)
+    grid_rows, grid_cols = grid_points(*flow.shape[:2], 1.0 / dense_grid ** 2)
+    shed_order, grid_order = rng.permutation(len(shed_rows)), rng.permutation(len(grid_rows))
+    rows = np.concatenate([shed_rows[shed_order], grid_rows[grid_order]]).astype(np.intp)
+    cols = np.concatenate([shed_cols[shed_order], grid_cols[grid_order]]).astype(np.intp)
+    if known is not None and len(rows):
+        usable = known[rows, cols]
+        rows, cols = rows[usable], cols[usable]
+    if count >= 0:
+        rows, cols = rows[:count], cols[:count]
+    return _scatter(flow, rows, cols)
+
+
 def guidance_points(
     flow: np.ndarray,
     strategies: Iterable[str],

@@ -14,6 +14,7 @@ from ..errors import InputError
 from .alexnet import AlexNetFCN
 from .bins import FlowBins
 from .decoder import PlainDecoder, SkipDecoder
+from .guidance_encoding import blend_guidance, dense_guidance_input, guidance_fill
 from .resnet import RESNET_LAYOUTS, dilated_resnet
 from .sparse_encoder import ShallowNet
 
@@ -71,6 +72,32 @@ class CMP(nn.Module):
         # The coarsest decoder branch pools the features by max(combo): it needs at least one cell.
         self.min_input_size = self.image_encoder.output_stride * max(m.decoder_combo)
         self.output_stride = m.output_stride
+        self.guidance_input = m.guidance_input
+        self.guidance_distance_scale = m.guidance_distance_scale
+        self.residual = m.prediction == "residual"
+        self.residual_base, self.idw_power = m.residual_base, m.idw_power
+        self.guidance_radius = m.guidance_radius
+
+    @property
+    def needs_guidance_for_flow(self) -> bool:
+        """Whether turning the raw output into flow needs the sparse guidance (residual or blended models)."""
+        return self.residual or self.guidance_radius > 0
+
+    def encode_guidance(self, sparse: torch.Tensor) -> torch.Tensor:
+        """sparse (B,4,H,W) -> the sparse encoder's input (B,4,H,W): itself, or its dense form (model.guidance_input)."""
+        if self.guidance_input == "dense":
+            return dense_guidance_input(sparse, self.guidance_distance_scale)[0]
+        return sparse
+
+    def training_target(self, flow: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """What the raw output is trained to match at flow's resolution: the flow, or its residual over the fill."""
+        if not self.residual:
+            return flow
+        return flow - self.residual_fill(sparse).to(flow.dtype)
+
+    def residual_fill(self, sparse: torch.Tensor) -> torch.Tensor:
+        """sparse (B,4,H,W) -> the fill (B,2,H,W) that a residual model's output corrects (model.residual_base)."""
+        return guidance_fill(sparse, self.residual_base, self.idw_power)
 
     def _check_size(self, tensor: torch.Tensor, name: str, channels: int) -> None:
         if tensor.dim() != 4 or tensor.shape[1] != channels:
@@ -111,7 +138,7 @@ class CMP(nn.Module):
                 raise InputError(f"image batch {features.shape[0]} and sparse batch {batch} differ")
             features = features.expand(batch, -1, -1, -1)
             skips = tuple(s.expand(batch, -1, -1, -1) for s in skips)
-        fused = torch.cat([features, self.flow_encoder(sparse)], dim=1)
+        fused = torch.cat([features, self.flow_encoder(self.encode_guidance(sparse))], dim=1)
         if self.uses_skips:
             return self.flow_decoder(fused, skips)
         return self.flow_decoder(fused)
@@ -135,7 +162,7 @@ class CMP(nn.Module):
             if tuple(sparse.shape[-2:]) != tuple(image_features.image_size):
                 raise InputError(f"sparse is {tuple(sparse.shape[-2:])} but the image was "
                                  f"{image_features.image_size}")
-            return decode(self.flow_encoder(sparse))
+            return decode(self.flow_encoder(self.encode_guidance(sparse)))
 
         return run
 
@@ -143,11 +170,25 @@ class CMP(nn.Module):
         """image (B,3,H,W) normalized; sparse (B,4,H,W) -> raw output (B, 2*nbins or 2, H/s, W/s)."""
         return self.decode(self.encode_image(image), sparse)
 
-    def output_to_flow(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Raw output -> flow (B,2,H,W) in pixels at ``size``: decoded at low resolution, then upsampled."""
+    def output_to_flow(self, output: torch.Tensor, size: tuple[int, int],
+                       sparse: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw output -> flow (B,2,H,W) in pixels at ``size``: decoded at low resolution, then upsampled.
+
+        Residual and blended models (:attr:`needs_guidance_for_flow`) also need the
+        guidance ``sparse`` (B,4,H,W) at ``size``.
+        """
         flow = self.bins.decode(output) if self.bins is not None else output.float()
         if tuple(flow.shape[-2:]) != tuple(size):
             flow = F.interpolate(flow, size=tuple(size), mode="bilinear", align_corners=True)
+        if not self.needs_guidance_for_flow:
+            return flow
+        if sparse is None or tuple(sparse.shape[-2:]) != tuple(size):
+            raise InputError(f"this model ({'residual' if self.residual else 'guidance_radius'}) needs the "
+                             f"guidance at the output size {tuple(size)} to make flow")
+        if self.residual:
+            flow = flow + self.residual_fill(sparse)
+        if self.guidance_radius > 0:
+            flow = blend_guidance(flow, sparse, self.guidance_radius)
         return flow
 
     def output_to_confidence(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -164,7 +205,7 @@ class CMP(nn.Module):
         """image (B,3,H,W), sparse (B,4,H,W) -> flow (B,2,H,W) in pixels [, confidence (B,1,H,W)]."""
         size = (image.shape[-2], image.shape[-1])
         output = self(image, sparse)
-        flow = self.output_to_flow(output, size)
+        flow = self.output_to_flow(output, size, sparse)
         if return_confidence:
             return flow, self.output_to_confidence(output, size)
         return flow

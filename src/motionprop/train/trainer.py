@@ -231,9 +231,9 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
         with autocast_context(cfg, info.device):
             output = net(batch["image"], batch["sparse"])
         target, valid = batch["flow"], batch["valid"]
-        flow = model.output_to_flow(output.float(), target.shape[-2:])
+        flow = model.output_to_flow(output.float(), target.shape[-2:], batch["sparse"])
         n = target.shape[0]
-        sums[0] += compute_loss(loss_fn, output, target, "full").item() * n
+        sums[0] += compute_loss(loss_fn, output, model.training_target(target, batch["sparse"]), "full").item() * n
         sums[1] += end_point_error(flow, target, valid).sum().item()
         sums[2] += end_point_error(nearest_fill(batch["sparse"].float()), target, valid).sum().item()
         sums[3] += end_point_error(idw_fill(batch["sparse"].float()), target, valid).sum().item()
@@ -500,7 +500,8 @@ def _train_step(cfg: Config, info: DistInfo, net: nn.Module, optimizer: torch.op
         with sync:
             with autocast_context(cfg, info.device):
                 output = net(batch["image"], batch["sparse"])
-            loss = compute_loss(loss_fn, output, batch["flow"], t.loss_resolution) / t.grad_accum
+            target = getattr(net, "module", net).training_target(batch["flow"], batch["sparse"])
+            loss = compute_loss(loss_fn, output, target, t.loss_resolution) / t.grad_accum
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total += loss.item()
     if scaler is not None:
