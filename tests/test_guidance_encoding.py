@@ -146,3 +146,20 @@ def test_an_idw_residual_model_with_zero_output_gives_the_idw_fill():
         flow = model.predict_flow(image, sparse)
     torch.testing.assert_close(flow, idw_fill(sparse, power=4.0), atol=1e-4, rtol=0)
     assert not torch.allclose(flow, idw_fill(sparse, power=2.0), atol=1e-2)
+
+
+def test_the_radius_of_a_residual_model_blends_into_its_fill():
+    from motionprop.baselines import idw_fill
+
+    model = _model(guidance_input="dense", prediction="residual", residual_base="idw", flow_loss="smooth_l1",
+                   guidance_radius=1e6)
+    last = [m for m in model.flow_decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias.fill_(5.0)  # a correction of (5, 5) px everywhere
+        image, sparse = torch.randn(1, 3, 64, 64), random_sparse(batch=1, size=(64, 64))
+        flow = model.predict_flow(image, sparse)
+        model.guidance_radius = 0.0
+        unblended = model.predict_flow(image, sparse)
+    # A huge radius leaves almost nothing of the network's correction: the flow is the IDW fill.
+    torch.testing.assert_close(flow, idw_fill(sparse, power=2.0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(unblended, idw_fill(sparse, power=2.0) + 5.0, atol=0.05, rtol=0)

@@ -185,10 +185,12 @@ class CMP(nn.Module):
         if sparse is None or tuple(sparse.shape[-2:]) != tuple(size):
             raise InputError(f"this model ({'residual' if self.residual else 'guidance_radius'}) needs the "
                              f"guidance at the output size {tuple(size)} to make flow")
+        fill = None
         if self.residual:
-            flow = flow + self.residual_fill(sparse)
+            fill = self.residual_fill(sparse)
+            flow = flow + fill
         if self.guidance_radius > 0:
-            flow = blend_guidance(flow, sparse, self.guidance_radius)
+            flow = blend_guidance(flow, sparse, self.guidance_radius, fill)
         return flow
 
     def output_to_confidence(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -16,9 +16,11 @@ model, where no caller has to know:
   vector, or inverse-distance weighting with ``idw_power``), added at full
   resolution, so an untrained network already gives that fill, and dense
   guidance keeps its full-resolution detail;
-* ``guidance_radius`` R > 0 blends the output into the guidance vector within R
-  pixels of each guidance point (weight ``min(d / R, 1)`` on the network), so a
-  dragged point moves exactly as it was dragged.
+* ``guidance_radius`` R > 0 blends the output into the fill within R pixels
+  of each guidance point (weight ``min(d / R, 1)`` on the network, d the
+  distance to the nearest guidance point): the fill is exact at guidance and
+  accurate near it, so a dragged point moves exactly as it was dragged. The
+  fill is the residual base for residual models, the nearest vector otherwise.
 
 All of it is parameter-free and runs on the input's device.
 """
@@ -79,8 +81,13 @@ def guidance_fill(sparse: torch.Tensor, base: str, idw_power: float) -> torch.Te
     return nearest_guidance(sparse)[0]
 
 
-def blend_guidance(flow: torch.Tensor, sparse: torch.Tensor, radius: float) -> torch.Tensor:
-    """flow (B,2,H,W) -> flow that equals the guidance at guided pixels, ramping to ``flow`` over ``radius`` px."""
-    fill, distance = nearest_guidance(sparse)
+def blend_guidance(flow: torch.Tensor, sparse: torch.Tensor, radius: float,
+                   fill: torch.Tensor | None = None) -> torch.Tensor:
+    """flow (B,2,H,W) -> ``fill + min(d / radius, 1) * (flow - fill)``, d the distance to the nearest guidance.
+
+    ``fill`` (B,2,H,W) must equal the guidance at guided pixels; None: the nearest guidance vector.
+    """
+    nearest, distance = nearest_guidance(sparse)
+    fill = nearest if fill is None else fill
     weight = (distance / radius).clamp_(max=1.0)
     return fill + weight * (flow - fill)
