@@ -269,3 +269,32 @@ def test_cli_errors(checkpoint, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "m.png").exists() and not (tmp_path / "o").exists()
+
+
+class _Recorder:
+    """A propagator stand-in that records the guidance of every probe and moves nothing but the clicks."""
+
+    def __init__(self, residual: bool):
+        self.model = type("Model", (), {"residual": residual})()
+        self.image_size, self.scale, self.sets = (60, 100), (1.0, 1.0), []
+
+    def propagate_batch(self, sets):
+        self.sets += sets
+        flows = np.zeros((len(sets), 60, 100, 2), np.float32)
+        flows[:, 30, 50] = 1.0
+        return flows
+
+
+@pytest.mark.parametrize("residual, border_still, expected", [(True, None, 8), (False, None, 0), (False, True, 8),
+                                                              (True, False, 0)])
+def test_border_still_points_are_added_for_residual_networks_or_on_request(residual, border_still, expected):
+    from motionprop.apps.annotate import border_points
+
+    recorder = _Recorder(residual)
+    annotate(recorder, [(50, 30)], [(5, 5)], border_still=border_still)
+    assert len(recorder.sets) == 4
+    for guidance in recorder.sets:
+        assert len(guidance.still_points) == 1 + expected
+        if expected:
+            assert np.array_equal(guidance.still_points[1:], border_points(100, 60))
+            assert {(0, 0), (99, 59), (49.5, 0), (0, 29.5)} <= {tuple(p) for p in guidance.still_points.tolist()}

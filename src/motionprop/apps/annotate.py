@@ -93,12 +93,18 @@ def zoom_box(positive: np.ndarray, negative: np.ndarray, width: int, height: int
 
 
 def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: float = DEFAULT_VELOCITY,
-             threshold: float = DEFAULT_THRESHOLD, zoom: float | None = None) -> Annotation:
+             threshold: float = DEFAULT_THRESHOLD, zoom: float | None = None,
+             border_still: bool | None = None) -> Annotation:
     """Mask of the object under the ``positive`` clicks (x, y) of the propagator's current image.
 
     ``negative`` clicks mark pixels outside the object (still points).
     ``velocity`` is the probe speed in pixels of the working size; ``zoom``
-    (e.g. 4) enables the zoom-in for small objects.
+    (e.g. 4) enables the zoom-in for small objects. ``border_still`` adds
+    still points at the corners and edge midpoints of the image the network
+    sees (the background rarely moves with the object); None: only for
+    networks whose flow starts from an interpolation of the guidance
+    (``model.prediction: residual``), which moves the whole image with a
+    lone click.
     """
     from .propagate import Propagator
 
@@ -113,22 +119,33 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
         raise InputError(f"zoom must be positive, got {zoom}")
     height, width = propagator.image_size
     Guidance(np.zeros((0, 4)), np.concatenate([positive, negative])).check_inside(width, height)
+    if border_still is None:
+        border_still = bool(getattr(getattr(propagator, "model", None), "residual", False))
     box = zoom_box(positive, negative, width, height, zoom) if zoom else None
     if box is None:
-        return Annotation(*_probe(propagator, positive, negative, velocity, threshold))
+        return Annotation(*_probe(propagator, positive, negative, velocity, threshold, border_still))
     x0, y0, x1, y1 = box
     crop = Propagator(propagator.model, propagator.working_size, propagator.batch_size,
                       propagator.use_cached_decoder)
     crop.set_image(propagator.image[y0:y1, x0:x1])
     offset = np.array([x0, y0], np.float64)
-    _, crop_score = _probe(crop, positive - offset, negative - offset, velocity, threshold)
+    _, crop_score = _probe(crop, positive - offset, negative - offset, velocity, threshold, border_still)
     score = np.zeros((height, width), np.float32)
     score[y0:y1, x0:x1] = crop_score
     return Annotation(score > threshold, score, box)
 
 
-def _probe(propagator: Any, positive: np.ndarray, negative: np.ndarray, velocity: float, threshold: float
-           ) -> tuple[np.ndarray, np.ndarray]:
+def border_points(width: int, height: int) -> np.ndarray:
+    """(8, 2) (x, y): the corners and edge midpoints of a ``width`` x ``height`` image."""
+    xs, ys = (0, (width - 1) / 2, width - 1), (0, (height - 1) / 2, height - 1)
+    return np.array([(x, y) for y in ys for x in xs if (x, y) != xs[1:2] + ys[1:2]], np.float64)
+
+
+def _probe(propagator: Any, positive: np.ndarray, negative: np.ndarray, velocity: float, threshold: float,
+           border_still: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    if border_still:
+        height, width = propagator.image_size
+        negative = np.concatenate([negative, border_points(width, height)])
     sx, sy = propagator.scale
     flows = propagator.propagate_batch(probe_guidance(positive, negative, (velocity / sx, velocity / sy)))
     score = motion_score(flows)

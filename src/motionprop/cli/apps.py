@@ -111,6 +111,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: 0.5)")
     p.add_argument("--velocity", type=float, default=30.0,
                    help="probe speed in pixels of the working size (default: 30, as the original demo)")
+    p.add_argument("--border-still", action=argparse.BooleanOptionalAction, default=None,
+                   help="add still points at the image's corners and edge midpoints (default: only for "
+                   "residual networks, whose interpolated guidance moves the whole image with one click)")
     p.add_argument("--zoom", type=float, nargs="?", const=4.0, metavar="FACTOR",
                    help="zoom in on small objects: run on a crop FACTOR times the clicks' extent "
                    "(default factor 4; needs at least two clicks)")
@@ -336,6 +339,7 @@ def _annotate_single(args: argparse.Namespace) -> int:
     propagator = _load_propagator(args)
     propagator.set_image(image)
     result = annotate(propagator, positive, negative, velocity=args.velocity, threshold=args.threshold,
+                      border_still=args.border_still,
                       zoom=args.zoom)
     write_mask(args.out, result.mask)
     print(f"wrote {args.out} ({int(result.mask.sum())} pixels, {100 * result.mask.mean():.1f} % of the image"
