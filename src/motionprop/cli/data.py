@@ -170,7 +170,10 @@ def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    """Prepare (or complete) the training set and print a summary; 1 when it holds no pair at all."""
+    """Prepare (or complete) the training set, a shard of it, or its lists, and print a summary.
+
+    Exit code 1 when the lists hold no pair at all, or when every clip of a shard failed.
+    """
     import logging
 
     from ..data.prepare import PrepareConfig, parse_shard, parse_side, prepare, write_lists_only
@@ -205,8 +208,8 @@ def _print_prepare_summary(summary, lists_only: bool = False) -> None:
         print(f"clips: {s.clips_kept} finished by the shards, {len(s.failed)} failed; checked in {s.seconds:.1f} s"
               + "".join(f"\n  failed {name}: {reason}" for name, reason in s.failed))
     else:
-        print(("" if s.shard is None else f"shard {s.shard}: {s.clips} clips; ")
-              + f"clips: {s.clips_done} done, {s.clips_kept} already complete, {len(s.failed)} failed"
+        print(("clips" if s.shard is None else f"shard {s.shard}, {s.clips} clip(s)")
+              + f": {s.clips_done} done, {s.clips_kept} already complete, {len(s.failed)} failed"
               + "".join(f"\n  failed {name}: {reason}" for name, reason in s.failed))
         if s.empty:
             print(f"  no pairs from {len(s.empty)} clip(s) (every pair static or a scene cut): {', '.join(s.empty)}")

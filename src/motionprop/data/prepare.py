@@ -164,7 +164,7 @@ class ClipSource:
     name: str
     path: Path
     images: tuple[Path, ...] = ()  # empty for a video
-    identity: str = ""             # what its files are (see source_identity); set by find_clips
+    identity: str = ""             # what its files are, once known (see source_identity)
 
     @property
     def is_video(self) -> bool:
@@ -196,8 +196,7 @@ def find_clips(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike |
                              f"({' '.join(IMAGE_SUFFIXES)}) found")
         clips += found
     unique = {clip.path.resolve(): clip for clip in reversed(clips)}  # the first of duplicates wins
-    clips = [clip for clip in clips if unique[clip.path.resolve()] is clip]
-    return _unique_names([replace(clip, identity=source_identity(clip)) for clip in clips])
+    return _unique_names([clip for clip in clips if unique[clip.path.resolve()] is clip])
 
 
 def _clips_in(path: Path, skip: Path | None) -> list[ClipSource]:
@@ -885,11 +884,19 @@ def _meta_text(config: PrepareConfig, clips: Sequence[ClipSource], prefix: str |
     return json.dumps(meta, indent=2) + "\n"
 
 
-def _name_clips(root: Path, inputs: Sequence[str | os.PathLike]) -> tuple[list[ClipSource], list[ClipSource]]:
-    """The clips of ``inputs`` as found (names from the inputs alone) and as prepared (names that an
-    earlier run gave to another source renamed), in the same order."""
+def _clips_to_prepare(root: Path, inputs: Sequence[str | os.PathLike],
+                      shard: Shard | None = None) -> tuple[list[ClipSource], list[ClipSource]]:
+    """All clips of ``inputs`` as found (names from the inputs alone), and those to prepare (all, or the
+    shard's), in the same order, each with its identity and a new name if an earlier run gave its name
+    to another source. Only the clips to prepare have their files looked at (a stat each)."""
     found = find_clips(inputs, exclude=root)
-    return found, _unique_names(_avoid_marker_clashes(root, found))
+    if shard is not None:
+        owner = shard_of(found, shard.count)
+        found_here = [clip for clip in found if owner[clip.name] == shard.index]
+    else:
+        found_here = found
+    clips = [replace(clip, identity=source_identity(clip)) for clip in found_here]
+    return found, _unique_names(_avoid_marker_clashes(root, clips))
 
 
 def default_workers() -> int:
@@ -931,11 +938,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     root = Path(out_dir)
-    found, named = _name_clips(root, inputs)
-    clips = named
-    if shard is not None:
-        owner = shard_of(found, shard.count)
-        clips = [clip for before, clip in zip(found, named) if owner[before.name] == shard.index]
+    found, clips = _clips_to_prepare(root, inputs, shard)
     if any(clip.is_video for clip in clips):
         require_pyav()
     meta_check = (root, "prepare.json", asdict(config), "a prepared data set", RESUMABLE_FIELDS)
@@ -944,7 +947,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     if shard is None:
         layout.write_text_if_changed(root / "prepare.json", _meta_text(config, clips, list_prefix))
     else:  # the same text from every shard (all the clips); the first one writes it, none replaces it
-        layout.write_text_once(root / "prepare.json", _meta_text(config, named, list_prefix))
+        layout.write_text_once(root / "prepare.json", _meta_text(config, found, list_prefix))
         layout.check_output_folder(*meta_check)  # another shard may have won with other parameters
         _write_shard_manifest(root, shard, clips, "started")
 
@@ -992,7 +995,7 @@ def write_lists_only(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
     if not (root / "prepare.json").is_file():
         raise InputError(f"{root} holds no prepared data set (no prepare.json): run 'motionprop prepare' "
                          "with --shard K/N for every K first")
-    found, clips = _name_clips(root, inputs)
+    found, clips = _clips_to_prepare(root, inputs)
     layout.check_output_folder(root, "prepare.json", asdict(config), "a prepared data set", RESUMABLE_FIELDS)
     unfinished = [clip for clip in tqdm(clips, unit="clip", desc="check", disable=None if progress else True)
                   if not _clip_is_finished(root, clip, config)]
