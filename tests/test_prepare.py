@@ -577,13 +577,41 @@ def test_lists_only_names_a_missing_or_unfinished_shard(shard_inputs, tmp_path, 
     assert (root / "lists/train.txt").read_text() == (base / "one/lists/train.txt").read_text()
 
 
-def test_lists_only_other_parameters_or_no_data_set_are_refused(shard_inputs, tmp_path, capsys):
+def test_lists_only_or_a_shard_with_other_parameters_or_no_data_set_are_refused(shard_inputs, tmp_path, capsys):
     base, inputs = shard_inputs
     assert main(["prepare", *map(str, inputs), "--out", str(tmp_path / "none"), "--lists-only"]) == 2
     assert "no prepare.json" in capsys.readouterr().err and not (tmp_path / "none").exists()
-    assert main(["prepare", *map(str, inputs), "--out", str(base / "one"), "--lists-only",
-                 *SHARD_OPTIONS[:-2], "--gap", "2"]) == 2
-    assert "gap: 1 -> 2" in capsys.readouterr().err
+    before = file_times(base / "one")
+    for mode in (["--lists-only"], ["--shard", "1/3"]):
+        assert main(["prepare", *map(str, inputs), "--out", str(base / "one"), *mode, *SHARD_OPTIONS, "--gap", "2"]) == 2
+        assert "gap: 1 -> 2" in capsys.readouterr().err
+    assert file_times(base / "one") == before
+
+
+def test_a_shard_whose_clips_all_fail_exits_1(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/broken.mp4").write_bytes(b"not a video" * 50)
+    (tmp_path / "in/other.mp4").write_bytes(b"no video either" * 50)
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "set"), "--shard", "0/2"]) == 1
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "set"), "--shard", "1/2"]) == 1
+    out = capsys.readouterr().out
+    assert "shard 1/2, 1 clip(s): 0 done, 0 already complete, 1 failed" in out and "--lists-only" in out
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "set"), "--lists-only"]) == 1
+    assert "0 finished by the shards, 2 failed" in capsys.readouterr().out
+
+
+def test_write_text_once_never_replaces_and_its_temporary_file_does_not_block_a_shard(tmp_path):
+    from motionprop.data import layout
+
+    target = tmp_path / "set/prepare.json"
+    assert layout.write_text_once(target, "first\n") and not layout.write_text_once(target, "second\n")
+    assert target.read_text() == "first\n" and [p.name for p in target.parent.iterdir()] == ["prepare.json"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/.prepare.json.x1y2.json").write_text("")  # another shard is writing prepare.json
+    layout.check_output_folder(tmp_path / "other", "prepare.json", {}, "a prepared data set")
+    (tmp_path / "other/stray.txt").write_text("")
+    with pytest.raises(InputError, match="not empty"):
+        layout.check_output_folder(tmp_path / "other", "prepare.json", {}, "a prepared data set")
 
 
 @pytest.mark.parametrize("value", ["3/3", "-1/3", "1", "a/b", "0/0", "1/2/3", ""])
