@@ -59,9 +59,11 @@ def run_prepare(inputs: list[str], config, label: str) -> dict:
     written = summary.pairs_written
     looked_at = written + summary.skipped_cut + summary.skipped_static
     return {"label": label, "stride": config.stride, "max_pairs_per_clip": config.max_pairs_per_clip,
-            "clips": summary.clips_done, "failed": len(summary.failed), "cpu_seconds": round(seconds, 2), "wall_seconds": round(wall, 2),
+            "clips": summary.clips_done, "failed": len(summary.failed),
+            "cpu_seconds": round(seconds, 2), "wall_seconds": round(wall, 2),
             "pairs_written": written, "pairs_looked_at": looked_at,
-            "written_per_s": round(written / seconds, 3), "looked_at_per_s": round(looked_at / seconds, 3),
+            "written_per_s": round(written / seconds, 3),
+            "looked_at_per_s": round(looked_at / seconds, 3),
             "mb_per_written_pair": round(size / max(written, 1) / 1e6, 3)}
 
 
@@ -114,8 +116,8 @@ def breakdown(video: str, config, pairs: int = 20) -> dict:
 
 def table(results: dict) -> str:
     """Markdown tables of a result file's runs, breakdown and projection."""
-    lines = ["| run | pairs written (looked at) | CPU s (wall s) | written pairs / s / core | looked-at pairs / s / core "
-             "| MB per pair |", "|---|---|---|---|---|---|"]
+    lines = ["| run | pairs written (looked at) | CPU s (wall s) | written pairs / s / core "
+             "| looked-at pairs / s / core | MB per pair |", "|---|---|---|---|---|---|"]
     for run in results["runs"]:
         lines.append(f"| {run['label']} | {run['pairs_written']} ({run['pairs_looked_at']}) "
                      f"| {run['cpu_seconds']} ({run['wall_seconds']}) "
@@ -147,7 +149,8 @@ def main() -> int:
         return 2
     use_one_core()
     runs = [("defaults (a pair every 5 frames)", PrepareConfig()),
-            ("every frame starts a pair (--stride 1 --max-pairs 1000)", PrepareConfig(stride=1, max_pairs_per_clip=1000))]
+            ("every frame starts a pair (--stride 1 --max-pairs 1000)",
+             PrepareConfig(stride=1, max_pairs_per_clip=1000))]
     import cv2
 
     results = {"inputs": inputs, "cores": 1, "opencv": cv2.__version__, "short_size": 416, "dis_preset": "medium",

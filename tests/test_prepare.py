@@ -583,7 +583,8 @@ def test_lists_only_or_a_shard_with_other_parameters_or_no_data_set_are_refused(
     assert "no prepare.json" in capsys.readouterr().err and not (tmp_path / "none").exists()
     before = file_times(base / "one")
     for mode in (["--lists-only"], ["--shard", "1/3"]):
-        assert main(["prepare", *map(str, inputs), "--out", str(base / "one"), *mode, *SHARD_OPTIONS, "--gap", "2"]) == 2
+        command = ["prepare", *map(str, inputs), "--out", str(base / "one"), *mode, *SHARD_OPTIONS, "--gap", "2"]
+        assert main(command) == 2
         assert "gap: 1 -> 2" in capsys.readouterr().err
     assert file_times(base / "one") == before
 
