@@ -357,7 +357,7 @@ def test_cli_help_explains_layout(capsys):
         main(["prepare", "--help"])
     out = capsys.readouterr().out
     for text in ("DIR/frames/<clip>/", "DIR/lists/train.txt", "../frames/", "--short-size", "default: 416",
-                 "--dis-preset", "--workers"):
+                 "--dis-preset", "--workers", "--shard K/N", "--lists-only", "SLURM_ARRAY_TASK_ID"):
         assert text in out
 
 
@@ -601,12 +601,22 @@ def test_a_shard_whose_clips_all_fail_exits_1(tmp_path, capsys):
     assert "0 finished by the shards, 2 failed" in capsys.readouterr().out
 
 
-def test_write_text_once_never_replaces_and_its_temporary_file_does_not_block_a_shard(tmp_path):
+def test_write_text_once_never_replaces_and_its_temporary_file_does_not_block_a_shard(tmp_path, monkeypatch):
+    import os
+
     from motionprop.data import layout
 
     target = tmp_path / "set/prepare.json"
     assert layout.write_text_once(target, "first\n") and not layout.write_text_once(target, "second\n")
     assert target.read_text() == "first\n" and [p.name for p in target.parent.iterdir()] == ["prepare.json"]
+    def no_links(source, target):
+        raise PermissionError("hard links are not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    other = tmp_path / "nolinks/prepare.json"
+    assert layout.write_text_once(other, "first\n") and not layout.write_text_once(other, "second\n")
+    assert other.read_text() == "first\n" and [p.name for p in other.parent.iterdir()] == ["prepare.json"]
+    monkeypatch.undo()
     (tmp_path / "other").mkdir()
     (tmp_path / "other/.prepare.json.x1y2.json").write_text("")  # another shard is writing prepare.json
     layout.check_output_folder(tmp_path / "other", "prepare.json", {}, "a prepared data set")

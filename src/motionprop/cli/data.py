@@ -91,6 +91,7 @@ Output layout (the same as 'motionprop synth'):
                                      the resized frames (000012_x.jpg + 000012_y.jpg with --flow-format jpg)
   DIR/lists/train.txt, val.txt       'img1 img2 flow' per line ('img1 img2 flow_x flow_y' for jpg)
   DIR/prepare.json                   the parameters used;  DIR/clips/<clip>.json: per-clip record
+  DIR/shards/K-of-N.json             with --shard: the clips and state of shard K of N
 List paths are relative to the lists folder ('../frames/<clip>/000012.jpg'), so DIR can be moved;
 motionprop's training resolves them against the list's folder (for the original CMP code, which
 opens them relative to where it runs, give --list-prefix with an absolute DIR). Clips are split

@@ -111,6 +111,7 @@ def write_text_once(path: str | os.PathLike, text: str) -> bool:
     For a file that concurrent processes (shards on shared storage) all want to
     write and read: it is written under a temporary name, then hard-linked to
     ``path``, which fails, atomically (also on NFS), if another process was first.
+    Where hard links are not supported, ``path`` is created exclusively and written.
     """
     import tempfile
 
@@ -129,6 +130,12 @@ def write_text_once(path: str | os.PathLike, text: str) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError:  # no hard links here (some network or FUSE file systems)
+            try:
+                with open(path, "x") as file:
+                    file.write(text)
+            except FileExistsError:
+                return False
         return True
     finally:
         os.unlink(tmp)

@@ -980,9 +980,10 @@ def write_lists_only(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
                      progress: bool = True) -> PrepareSummary:
     """Write the lists of a data set that shards of :func:`prepare` made, decoding and computing nothing.
 
-    Checks (by file names and sizes only) that every clip of ``inputs`` is
-    finished under ``out_dir`` (done, or failed as unreadable) with the same
-    parameters, then writes ``prepare.json`` and the lists exactly as one
+    Checks that every clip of ``inputs`` is finished under ``out_dir`` (done,
+    or failed as unreadable) with the same parameters, from the clips' records,
+    folder listings and the names, sizes and times of the inputs' files (no
+    file is read), then writes ``prepare.json`` and the lists exactly as one
     unsharded run of the same inputs would. Raises :class:`InputError` naming
     the unfinished clips and the shards that owe them.
     """
