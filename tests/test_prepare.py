@@ -13,10 +13,13 @@ from motionprop.data.flow_io import read_flow, read_flow_jpg
 from motionprop.data.optical_flow import ESTIMATORS, cached_estimator, create_estimator
 from motionprop.data.prepare import (
     PrepareConfig,
+    Shard,
     find_clips,
     histogram_distance,
     pair_stride,
+    parse_shard,
     prepare,
+    shard_of,
     split_clips,
 )
 from motionprop.errors import InputError, MotionpropError
@@ -354,7 +357,7 @@ def test_cli_help_explains_layout(capsys):
         main(["prepare", "--help"])
     out = capsys.readouterr().out
     for text in ("DIR/frames/<clip>/", "DIR/lists/train.txt", "../frames/", "--short-size", "default: 416",
-                 "--dis-preset", "--workers"):
+                 "--dis-preset", "--workers", "--shard K/N", "--lists-only", "SLURM_ARRAY_TASK_ID"):
         assert text in out
 
 
@@ -373,6 +376,78 @@ def test_same_name_from_another_source_gets_its_own_clip_and_moving_inputs_redoe
     (tmp_path / "a").rename(tmp_path / "moved")
     summary = prepare([tmp_path / "moved/pan.mp4"], tmp_path / "set", config, workers=1, progress=False)
     assert summary.clips_kept == 1 and summary.pairs_written == 0
+
+
+def write_raw_video(path: Path, frames, fps: int = 25) -> Path:
+    """Uncompressed AVI: its size depends only on the frame size and count, not on the content."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("rawvideo", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "bgr24"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_another_frame_folder_of_the_same_name_and_length_is_prepared(shared_data, tmp_path):
+    """Issue 13.5: 'prepare a/clip' then 'prepare b/clip' (same name, same frame count) prepared b too."""
+    import cv2
+
+    bedroom = sorted((shared_data / "bedroom").glob("*.jpg"))
+    for folder, frames in (("a", bedroom[:4]), ("b", bedroom[100:104])):
+        (tmp_path / folder / "clip").mkdir(parents=True)
+        for index, source in enumerate(frames):  # the same file names in both folders
+            shutil.copy(source, tmp_path / folder / "clip" / f"{index:05d}.jpg")
+    config = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0, min_motion=0)
+    root = tmp_path / "set"
+    prepare([tmp_path / "a/clip"], root, config, workers=1, progress=False)
+    summary = prepare([tmp_path / "b/clip"], root, config, workers=1, progress=False)
+    assert summary.clips_done == 1 and summary.clips_kept == 0 and summary.pairs_written == 3
+    names = sorted(p.name for p in (root / "frames").iterdir())
+    assert len(names) == 2 and names[0] == "clip" and names[1].startswith("clip-")
+    expected = cv2.resize(cv2.imread(str(bedroom[100])), (114, 64), interpolation=cv2.INTER_AREA)
+    got = cv2.imread(str(root / "frames" / names[1] / "000000.jpg"))
+    assert np.abs(got.astype(int) - expected).mean() < 3  # b's frame, not a's
+    assert np.abs(cv2.imread(str(root / "frames/clip/000000.jpg")).astype(int) - expected).mean() > 10
+    assert len(read_lists(root)["train"]) == 6
+    (tmp_path / "a").rename(tmp_path / "moved")  # moving keeps names, sizes and times: nothing redone
+    summary = prepare([tmp_path / "moved/clip"], root, config, workers=1, progress=False)
+    assert summary.clips_kept == 1 and summary.pairs_written == 0 and summary.clips_done == 0
+    assert sorted(p.name for p in (root / "frames").iterdir()) == names
+
+
+def test_another_video_of_the_same_name_and_size_is_prepared(tmp_path):
+    """Issue 13.5 for videos: a file of the same name and size but other content is another source."""
+    config = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    first = write_raw_video(tmp_path / "a/pan.avi", moving_frames(4))
+    other = write_raw_video(tmp_path / "b/pan.avi", moving_frames(4, seed=1))
+    assert first.stat().st_size == other.stat().st_size
+    root = tmp_path / "set"
+    prepare([first], root, config, workers=1, progress=False)
+    summary = prepare([other], root, config, workers=1, progress=False)
+    assert summary.clips_done == 1 and summary.pairs_written == 3
+    assert len(list((root / "flow").iterdir())) == 2 and len(read_lists(root)["train"]) == 6
+
+
+def test_markers_of_the_earlier_identity_still_count(tmp_path):
+    """A set prepared before identities were content hashes is not redone under new names."""
+    import json
+
+    video = write_video(tmp_path / "pan.mp4", moving_frames(3))
+    config = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0)
+    root = tmp_path / "set"
+    prepare([video], root, config, workers=1, progress=False)
+    marker = root / "clips/pan.json"
+    record = json.loads(marker.read_text())
+    del record["identity_version"]
+    record["identity"] = f"pan.mp4:{video.stat().st_size} bytes"  # what the earlier version wrote
+    marker.write_text(json.dumps(record))
+    summary = prepare([video], root, config, workers=1, progress=False)
+    assert summary.clips_kept == 1 and summary.pairs_written == 0
+    assert [p.name for p in (root / "flow").iterdir()] == ["pan"]
 
 
 def test_list_prefix_writes_paths_under_it(tmp_path):
@@ -399,3 +474,183 @@ def test_videos_without_pyav_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
     with pytest.raises(MotionpropError, match=r"PyAV.*motionprop\[video\]"):
         prepare([video], tmp_path / "set", progress=False)
+
+
+# --------------------------------------------------------------------------- shards and --lists-only
+
+
+SHARD_CONFIG = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0.5)
+SHARD_OPTIONS = ["--short-size", "64", "--gap", "1", "--stride", "1", "--val-fraction", "0.5", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def shard_inputs(tmp_path_factory):
+    """Seven clips (five frame folders of real frames, a video, an undecodable video) and one unsharded run."""
+    from conftest import shared_data_dir
+
+    data = shared_data_dir()
+    if not data.is_dir():
+        pytest.skip(f"shared test data not found at {data}")
+    base = tmp_path_factory.mktemp("shards")
+    bedroom, swan = data / "bedroom", data / "davis2016/JPEGImages/blackswan"
+    for index, (source, start) in enumerate([(bedroom, 0), (bedroom, 50), (bedroom, 150), (swan, 0), (swan, 30)]):
+        copy_frames(source, base / f"in/shot{index}", 4, start)
+    write_video(base / "in/pan.mp4", moving_frames(4))
+    (base / "in/broken.mp4").write_bytes(b"not a video" * 50)
+    inputs = [base / "in"]
+    prepare(inputs, base / "one", SHARD_CONFIG, workers=1, progress=False)
+    return base, inputs
+
+
+def run_shards(inputs, root: Path, count: int, skip: tuple[int, ...] = ()) -> None:
+    for index in range(count):
+        if index not in skip:
+            prepare(list(reversed(inputs)), root, SHARD_CONFIG, workers=1, progress=False, shard=Shard(index, count))
+
+
+def test_shards_split_clips_disjointly_whatever_the_input_order(tmp_path):
+    for name in ("c", "a", "d", "b", "e"):
+        (tmp_path / f"{name}.mp4").write_bytes(name.encode())
+    clips = find_clips(sorted(tmp_path.glob("*.mp4")))
+    owner = shard_of(clips, 2)
+    assert owner == shard_of(list(reversed(clips)), 2)
+    assert owner == {"a": 0, "b": 1, "c": 0, "d": 1, "e": 0}
+    assert set(shard_of(clips, 7).values()) == {0, 1, 2, 3, 4}  # more shards than clips: some get none
+    assert parse_shard("3/8") == Shard(3, 8) and str(Shard(3, 8)) == "3/8"
+
+
+def test_sharded_lists_equal_one_unsharded_run(shard_inputs, tmp_path, monkeypatch, capsys):
+    import json
+
+    from motionprop.data import prepare as prepare_module
+
+    base, inputs = shard_inputs
+    root = tmp_path / "many"
+    run_shards(inputs, root, 3)
+    assert not (root / "lists").exists()  # shards write no lists
+    manifests = [json.loads((root / f"shards/{k}-of-3.json").read_text()) for k in range(3)]
+    names = [name for m in manifests for name in m["clips"]]
+    assert sorted(names) == sorted(p.stem for p in (root / "clips").iterdir()) == sorted(
+        p.stem for p in (base / "one/clips").iterdir())
+    assert len(names) == 7 and all(m["status"] == "done" and len(m["clips"]) in (2, 3) for m in manifests)
+    assert sum(len(m["failed"]) for m in manifests) == 1
+
+    def nothing(*args, **kwargs):
+        raise AssertionError("--lists-only decoded or computed something")
+
+    for name in ("iter_frames", "count_frames", "cached_estimator", "process_pair", "_read_image"):
+        monkeypatch.setattr(prepare_module, name, nothing)
+    code = main(["prepare", *map(str, inputs), "--out", str(root), "--lists-only", *SHARD_OPTIONS])
+    out = capsys.readouterr().out
+    assert code == 0 and "6 finished by the shards, 1 failed;" in out and "failed broken:" in out
+    for split in ("train", "val"):
+        one = (base / "one/lists" / f"{split}.txt").read_text()
+        assert one and (root / "lists" / f"{split}.txt").read_text() == one
+    assert (root / "prepare.json").read_text() == (base / "one/prepare.json").read_text()
+
+
+def test_lists_only_names_a_missing_or_unfinished_shard(shard_inputs, tmp_path, capsys, monkeypatch):
+    base, inputs = shard_inputs
+    root = tmp_path / "many"
+    run_shards(inputs, root, 3, skip=(1,))
+    command = ["prepare", *map(str, inputs), "--out", str(root), "--lists-only", *SHARD_OPTIONS]
+    capsys.readouterr()
+    code = main(command)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "clips are not prepared" in err and "shard 1/3 has not run" in err and "0/3" not in err
+    assert not (root / "lists").exists()
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(ESTIMATORS, "dis", lambda preset: interrupt)
+    cached_estimator.cache_clear()
+    with pytest.raises(KeyboardInterrupt):
+        prepare(inputs, root, SHARD_CONFIG, workers=1, progress=False, shard=Shard(1, 3))
+    assert main(command) == 2
+    assert "shard 1/3 did not finish" in capsys.readouterr().err
+    monkeypatch.undo()
+    cached_estimator.cache_clear()
+    run_shards(inputs, root, 3, skip=(0, 2))
+    assert main(command) == 0
+    assert (root / "lists/train.txt").read_text() == (base / "one/lists/train.txt").read_text()
+
+
+def test_lists_only_or_a_shard_with_other_parameters_or_no_data_set_are_refused(shard_inputs, tmp_path, capsys):
+    base, inputs = shard_inputs
+    assert main(["prepare", *map(str, inputs), "--out", str(tmp_path / "none"), "--lists-only"]) == 2
+    assert "no prepare.json" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    before = file_times(base / "one")
+    for mode in (["--lists-only"], ["--shard", "1/3"]):
+        command = ["prepare", *map(str, inputs), "--out", str(base / "one"), *mode, *SHARD_OPTIONS, "--gap", "2"]
+        assert main(command) == 2
+        assert "gap: 1 -> 2" in capsys.readouterr().err
+    assert file_times(base / "one") == before
+
+
+def test_a_shard_whose_clips_all_fail_exits_1(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/broken.mp4").write_bytes(b"not a video" * 50)
+    (tmp_path / "in/other.mp4").write_bytes(b"no video either" * 50)
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "set"), "--shard", "0/2"]) == 1
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "set"), "--shard", "1/2"]) == 1
+    out = capsys.readouterr().out
+    assert "shard 1/2, 1 clip(s): 0 done, 0 already complete, 1 failed" in out and "--lists-only" in out
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "set"), "--lists-only"]) == 1
+    assert "0 finished by the shards, 2 failed" in capsys.readouterr().out
+
+
+def test_write_text_once_never_replaces_and_its_temporary_file_does_not_block_a_shard(tmp_path, monkeypatch):
+    import os
+
+    from motionprop.data import layout
+
+    target = tmp_path / "set/prepare.json"
+    assert layout.write_text_once(target, "first\n") and not layout.write_text_once(target, "second\n")
+    assert target.read_text() == "first\n" and [p.name for p in target.parent.iterdir()] == ["prepare.json"]
+    def no_links(source, target):
+        raise PermissionError("hard links are not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    other = tmp_path / "nolinks/prepare.json"
+    assert layout.write_text_once(other, "first\n") and not layout.write_text_once(other, "second\n")
+    assert other.read_text() == "first\n" and [p.name for p in other.parent.iterdir()] == ["prepare.json"]
+    monkeypatch.undo()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/.prepare.json.x1y2.json").write_text("")  # another shard is writing prepare.json
+    layout.check_output_folder(tmp_path / "other", "prepare.json", {}, "a prepared data set")
+    (tmp_path / "other/stray.txt").write_text("")
+    with pytest.raises(InputError, match="not empty"):
+        layout.check_output_folder(tmp_path / "other", "prepare.json", {}, "a prepared data set")
+
+
+@pytest.mark.parametrize("value", ["3/3", "-1/3", "1", "a/b", "0/0", "1/2/3", ""])
+def test_bad_shard_exits_2_with_one_line(tmp_path, capsys, value):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/x.mp4").write_bytes(b"x")
+    code = main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "set"), f"--shard={value}"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--shard must be K/N with 0 <= K < N" in err
+    assert not (tmp_path / "set").exists()
+
+
+@pytest.mark.slow
+def test_concurrent_shard_processes_share_one_folder(shard_inputs, tmp_path):
+    """Three shards started at once (as a SLURM array would) into one folder, then --lists-only."""
+    import subprocess
+    import sys
+
+    base, inputs = shard_inputs
+    root = tmp_path / "many"
+    processes = [subprocess.Popen([sys.executable, "-m", "motionprop", "prepare", *map(str, inputs), "--out",
+                                   str(root), "--shard", f"{k}/3", *SHARD_OPTIONS],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in processes]
+    assert all(code == 0 for _, _, code in results), results
+    assert all("run the same command with --lists-only" in out for out, _, _ in results)
+    assert main(["prepare", *map(str, inputs), "--out", str(root), "--lists-only", *SHARD_OPTIONS]) == 0
+    for split in ("train", "val"):
+        assert (root / "lists" / f"{split}.txt").read_text() == (base / "one/lists" / f"{split}.txt").read_text()
+    assert (root / "prepare.json").read_text() == (base / "one/prepare.json").read_text()
+    assert not [p for p in root.rglob(".*")]  # no temporary file left

@@ -91,11 +91,21 @@ Output layout (the same as 'motionprop synth'):
                                      the resized frames (000012_x.jpg + 000012_y.jpg with --flow-format jpg)
   DIR/lists/train.txt, val.txt       'img1 img2 flow' per line ('img1 img2 flow_x flow_y' for jpg)
   DIR/prepare.json                   the parameters used;  DIR/clips/<clip>.json: per-clip record
+  DIR/shards/K-of-N.json             with --shard: the clips and state of shard K of N
 List paths are relative to the lists folder ('../frames/<clip>/000012.jpg'), so DIR can be moved;
 motionprop's training resolves them against the list's folder (for the original CMP code, which
 opens them relative to where it runs, give --list-prefix with an absolute DIR). Clips are split
 whole into train and val by a seeded hash of their name. Re-running the same command (with more
 inputs, or after Ctrl-C) keeps everything finished and rebuilds the lists from the files on disk.
+
+A clip is identified by the names, sizes and modification times of its files: another source whose
+name is taken in DIR ('prepare a/clip', then 'prepare b/clip') becomes clip-<hash of its identity>.
+
+Many machines (shared storage): run '--shard K/N' on each, K = 0..N-1 (counted from 0, like
+SLURM_ARRAY_TASK_ID with --array=0-<N-1>): each prepares every N-th clip in name order into the
+same DIR and writes no lists. When all have finished, the same command with --lists-only instead
+writes the lists (the same lines as one unsharded run) without decoding anything, or names the
+shards that have not finished. See docs/training.md for an sbatch example.
 
 Pairs skipped: scene cuts (hue-saturation histogram distance above --cut-threshold) and static
 pairs (the --motion-percentile percentile of the flow magnitude below --min-motion pixels).
@@ -152,14 +162,22 @@ def _register_prepare(subparsers: argparse._SubParsersAction) -> None:
                         help="worker processes (default: one per usable core, at most 8)")
     parser.add_argument("--list-prefix", default=None, metavar="PREFIX",
                         help="write list paths as PREFIX/frames/... (default: relative to the lists folder)")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--shard", default=None, metavar="K/N",
+                       help="prepare only part K of N (K from 0 to N-1), for N machines sharing DIR; no lists")
+    scale.add_argument("--lists-only", action="store_true",
+                       help="after all shards: check every clip is finished and write the lists, decoding nothing")
     parser.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    """Prepare (or complete) the training set and print a summary; 1 when it holds no pair at all."""
+    """Prepare (or complete) the training set, a shard of it, or its lists, and print a summary.
+
+    Exit code 1 when the lists hold no pair at all, or when every clip of a shard failed.
+    """
     import logging
 
-    from ..data.prepare import PrepareConfig, parse_side, prepare
+    from ..data.prepare import PrepareConfig, parse_shard, parse_side, prepare, write_lists_only
     from ..errors import InputError
 
     logging.basicConfig(format="motionprop prepare: warning: %(message)s")
@@ -172,20 +190,36 @@ def _run_prepare(args: argparse.Namespace) -> int:
                            flow_format=args.flow_format, cut_threshold=args.cut_threshold,
                            min_motion=args.min_motion, motion_percentile=args.motion_percentile,
                            val_fraction=args.val_fraction, seed=args.seed, raft_weights=args.raft_weights)
-    summary = prepare(args.inputs, args.out, config, workers=args.workers, list_prefix=args.list_prefix)
-    _print_prepare_summary(summary)
+    if args.lists_only:
+        summary = write_lists_only(args.inputs, args.out, config, list_prefix=args.list_prefix)
+    else:
+        shard = parse_shard(args.shard) if args.shard is not None else None
+        summary = prepare(args.inputs, args.out, config, workers=args.workers, list_prefix=args.list_prefix,
+                          shard=shard)
+    _print_prepare_summary(summary, lists_only=args.lists_only)
+    if summary.shard is not None:  # 1 when every clip of the shard failed
+        return 1 if summary.clips and len(summary.failed) == summary.clips else 0
     return 0 if summary.train_pairs + summary.val_pairs else 1
 
 
-def _print_prepare_summary(summary) -> None:
-    """Clips, pairs, skips and time of a prepare run, then where the lists are."""
+def _print_prepare_summary(summary, lists_only: bool = False) -> None:
+    """Clips, pairs, skips and time of a prepare run, then where the lists are (or, for a shard, what next)."""
     s = summary
-    print(f"clips: {s.clips_done} done, {s.clips_kept} already complete, {len(s.failed)} failed"
-          + "".join(f"\n  failed {name}: {reason}" for name, reason in s.failed))
-    if s.empty:
-        print(f"  no pairs from {len(s.empty)} clip(s) (every pair static or a scene cut): {', '.join(s.empty)}")
-    print(f"pairs: {s.pairs_written} written, {s.pairs_kept} kept; skipped {s.skipped_cut} as scene cuts, "
-          f"{s.skipped_static} as static; {s.seconds:.1f} s")
+    if lists_only:
+        print(f"clips: {s.clips_kept} finished by the shards, {len(s.failed)} failed; checked in {s.seconds:.1f} s"
+              + "".join(f"\n  failed {name}: {reason}" for name, reason in s.failed))
+    else:
+        print(("clips" if s.shard is None else f"shard {s.shard}, {s.clips} clip(s)")
+              + f": {s.clips_done} done, {s.clips_kept} already complete, {len(s.failed)} failed"
+              + "".join(f"\n  failed {name}: {reason}" for name, reason in s.failed))
+        if s.empty:
+            print(f"  no pairs from {len(s.empty)} clip(s) (every pair static or a scene cut): {', '.join(s.empty)}")
+        print(f"pairs: {s.pairs_written} written, {s.pairs_kept} kept; skipped {s.skipped_cut} as scene cuts, "
+              f"{s.skipped_static} as static; {s.seconds:.1f} s")
+    if s.shard is not None:
+        print(f"no lists written by a shard: once all {s.shard.count} shards have finished, run the same "
+              "command with --lists-only instead of --shard")
+        return
     print(f"train: {s.train_list} ({s.train_pairs} pairs)")
     print(f"val:   {s.val_list} ({s.val_pairs} pairs)")
     if s.train_pairs + s.val_pairs == 0:

@@ -105,6 +105,42 @@ def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
     return True
 
 
+def write_text_once(path: str | os.PathLike, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists, and never replace it; True if this call created it.
+
+    For a file that concurrent processes (shards on shared storage) all want to
+    write and read: it is written under a temporary name, then hard-linked to
+    ``path``, which fails, atomically (also on NFS), if another process was first.
+    Where hard links are not supported, ``path`` is created exclusively and written.
+    """
+    import tempfile
+
+    path = Path(path)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network or FUSE file systems)
+            try:
+                with open(path, "x") as file:
+                    file.write(text)
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
 def write_lists(root: str | os.PathLike, lines: dict[str, list[str]]) -> dict[str, Path]:
     """Write ``DIR/lists/train.txt`` and ``val.txt`` (each may be empty); return their paths."""
     paths = {split: Path(root) / "lists" / f"{split}.txt" for split in LIST_SPLITS}
@@ -119,7 +155,8 @@ def check_output_folder(root: str | os.PathLike, meta_name: str, config: dict, w
 
     ``meta_name`` is the run's record (``synth.json``, ``prepare.json``) with the
     parameters under ``"config"``; those in ``resumable`` may change between runs.
-    An empty or missing folder is fine.
+    An empty or missing folder is fine, and so is one holding only temporary
+    files of ``meta_name`` (another process about to write it: a concurrent shard).
     """
     import json
 
@@ -128,7 +165,7 @@ def check_output_folder(root: str | os.PathLike, meta_name: str, config: dict, w
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} exists and is not a folder")
     if not meta_path.is_file():
-        if root.is_dir() and any(root.iterdir()):
+        if root.is_dir() and any(not p.name.startswith(f".{meta_name}.") for p in root.iterdir()):
             raise InputError(f"{root} exists, is not empty and holds no {meta_name}; "
                              "choose a new or empty output folder")
         return

@@ -11,7 +11,8 @@ one clip) into such a training set, in the layout ``motionprop synth`` writes
     DIR/flow/<clip>/000012.flo ...       flow from frame 12 to frame 12 + gap, in the resized pixels
     DIR/lists/train.txt, val.txt         img1 img2 flow (img1 img2 flow_x flow_y for "jpg"),
                                          paths relative to the lists folder, split by clip
-    DIR/clips/<clip>.json                source and statistics of each finished clip
+    DIR/clips/<clip>.json                source and statistics of each finished (or failed) clip
+    DIR/shards/K-of-N.json               with --shard: the clips and state of each shard
 
 For each clip, pairs ``(i, i + gap)`` start every ``stride`` frames (the stride
 grows when the clip holds more than ``max_pairs_per_clip`` candidates, so the
@@ -32,9 +33,18 @@ Pairs are processed in worker processes. Every file is written under a temporary
 name and renamed; a pair's flow is written after its frames, and the lists are
 rebuilt from the files on disk at the end (also after Ctrl-C or an error), so an
 interrupted run loses nothing finished and re-running completes it. A clip whose
-``clips/<clip>.json`` says it is finished, from the same source (file name and
-size, or folder name and image count: moving the inputs redoes nothing), is not
-decoded again. A video that cannot be decoded is skipped with a warning and counted.
+``clips/<clip>.json`` says it is finished, from the same source (the names,
+sizes and modification times of its files: moving the inputs redoes nothing), is
+not decoded again. Another source whose clip name is taken in the output folder
+(``a/clip``, then ``b/clip``) becomes ``clip-<hash of its identity>``: the same
+name on every machine. A video that cannot be decoded is skipped with a warning
+and counted.
+
+At scale, N machines (or a SLURM array) prepare ``--shard K/N`` each, K = 0..N-1:
+every N-th clip in name order, into one output folder on shared storage. A shard
+writes only its clips' folders and records and ``shards/K-of-N.json`` (plus
+``prepare.json`` if no one has yet); :func:`write_lists_only` then checks that
+every clip is finished and writes the lists, the same lines as one unsharded run.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ import os
 import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -154,6 +164,7 @@ class ClipSource:
     name: str
     path: Path
     images: tuple[Path, ...] = ()  # empty for a video
+    identity: str = ""             # what its files are, once known (see source_identity)
 
     @property
     def is_video(self) -> bool:
@@ -168,7 +179,8 @@ def find_clips(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike |
     Raises :class:`InputError` for a missing input or one without videos or images.
     ``exclude`` (the output folder) is never searched; a source found twice counts
     once. Clip names come from the path below each input; equal names get a
-    suffix from a hash of the full path.
+    suffix from a hash of the source's identity (:func:`source_identity`), the
+    same on every machine that sees the same files, so shards agree on names.
     """
     if not inputs:
         raise InputError("no input given: name video files or folders of videos or frames")
@@ -220,20 +232,30 @@ def _clip_name(parts: Sequence[str]) -> str:
     return name or "clip"
 
 
-def _path_hash(path: Path) -> str:
-    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def _unique_names(clips: list[ClipSource]) -> list[ClipSource]:
-    """``clips`` with every name that occurs more than once suffixed by a hash of its path."""
+    """``clips`` with every name that occurs more than once suffixed by a hash of its source's identity.
+
+    Two sources with one name and one identity (copies keeping names, sizes and
+    times) are told apart by a hash of their full paths instead.
+    """
     counts: dict[str, int] = {}
     for clip in clips:
         counts[clip.name] = counts.get(clip.name, 0) + 1
-    return [clip if counts[clip.name] == 1 else _renamed(clip) for clip in clips]
+    clips = [clip if counts[clip.name] == 1 else _renamed(clip) for clip in clips]
+    counts.clear()
+    for clip in clips:
+        counts[clip.name] = counts.get(clip.name, 0) + 1
+    return [clip if counts[clip.name] == 1 else _renamed(clip, by_path=True) for clip in clips]
 
 
-def _renamed(clip: ClipSource) -> ClipSource:
-    return ClipSource(f"{clip.name}-{_path_hash(clip.path)}", clip.path, clip.images)
+def _renamed(clip: ClipSource, by_path: bool = False) -> ClipSource:
+    """``clip`` named ``<name>-<hash of its identity>`` (or of its path: see :func:`_unique_names`)."""
+    key = str(clip.path.resolve()) if by_path else source_identity(clip)
+    return replace(clip, name=f"{clip.name}-{_short_hash(key)}")
 
 
 # --------------------------------------------------------------------------- reading frames
@@ -491,44 +513,85 @@ def _read_marker(root: Path, clip: str) -> dict | None:
         return None  # unreadable: the clip is done again
 
 
+IDENTITY_VERSION = 2
+
+
 def source_identity(clip: ClipSource) -> str:
-    """What tells a clip's source from another of the same name: file name and size, or folder name and
-    image count; unlike the full path it survives moving the inputs, so a moved folder is not redone."""
+    """What a clip's source holds: a hash of the names, sizes and modification times of its files.
+
+    It tells apart two clips of one name (``a/clip`` and ``b/clip``, or a video
+    re-encoded in place) without reading them, and, unlike the full path, it
+    survives moving the inputs (``mv`` keeps times), so a moved folder is not
+    redone; a copy that does not keep times (plain ``cp``) is a new source.
+    Identical on every machine that sees the same files, so shards agree on it.
+    """
+    if clip.identity:
+        return clip.identity
+    files = (clip.path,) if clip.is_video else clip.images
+    digest = hashlib.sha256()
+    for path in files:
+        info = path.stat()
+        digest.update(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    kind = "video" if clip.is_video else f"{len(files)} images"
+    return f"{kind}, sha256 {digest.hexdigest()[:16]}"
+
+
+def _legacy_identity(clip: ClipSource) -> str:
+    """The identity of markers written before :data:`IDENTITY_VERSION` 2 (name and size or image count)."""
     if clip.is_video:
         return f"{clip.path.name}:{clip.path.stat().st_size} bytes"
     return f"{clip.path.resolve().name}:{len(clip.images)} images"
 
 
+def _same_source(record: dict, clip: ClipSource) -> bool:
+    """True when a marker was written for ``clip``'s source (markers of older versions by their own rule)."""
+    if record.get("identity_version") == IDENTITY_VERSION:
+        return record.get("identity") == source_identity(clip)
+    return record.get("identity") == _legacy_identity(clip)
+
+
 def _write_marker(root: Path, state: ClipState, status: str) -> None:
-    """Record the clip's source and, once finished, what it gave."""
+    """Record the clip's source and, once finished (``"done"``) or ``"failed"``, what it gave or why."""
     record = {"source": str(state.source.path.resolve()), "identity": source_identity(state.source),
-              "status": status}
+              "identity_version": IDENTITY_VERSION, "status": status}
     if status == "done":
         record.update(pairs=sorted(state.written + state.kept), skipped_cut=state.cut,
                       skipped_static=state.static,
                       median_pair_motion=round(float(np.median(state.motion)), 3) if state.motion else None)
+    elif status == "failed":
+        record.update(reason=state.error)
     layout.write_text_if_changed(_marker_path(root, state.source.name), json.dumps(record) + "\n")
 
 
 def _clip_is_done(root: Path, clip: ClipSource, config: PrepareConfig) -> bool:
     """True when ``clips/<name>.json`` marks this very source finished and all its pairs are on disk."""
     record = _read_marker(root, clip.name)
-    if not record or record.get("status") != "done" or record.get("identity") != source_identity(clip):
+    if not record or record.get("status") != "done" or not _same_source(record, clip):
         return False
     return all(_pair_on_disk(root, clip.name, i, config.gap, config.flow_format) for i in record.get("pairs", []))
 
 
 def _avoid_marker_clashes(root: Path, clips: list[ClipSource]) -> list[ClipSource]:
-    """Rename clips whose name an earlier run gave to another source (e.g. two ``a.mp4`` in two runs)."""
+    """Rename clips whose name an earlier run gave to another source (``a/clip``, then ``b/clip``)."""
     renamed = []
     for clip in clips:
         record = _read_marker(root, clip.name)
-        clash = record is not None and record.get("identity") != source_identity(clip)
+        clash = record is not None and not _same_source(record, clip)
         renamed.append(_renamed(clip) if clash else clip)
     return renamed
 
 
 # --------------------------------------------------------------------------- lists
+
+
+def _files_of(root: Path, clip: str) -> set[str]:
+    """Paths (relative to ``root``) of the files in ``frames/<clip>`` and ``flow/<clip>``."""
+    present = set()
+    for kind in ("frames", "flow"):
+        folder = root / kind / clip
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            present.update(f"{kind}/{clip}/{name}" for name in os.listdir(folder))
+    return present
 
 
 def split_clips(names: Sequence[str], val_fraction: float, seed: int) -> set[str]:
@@ -556,9 +619,10 @@ def list_lines(root: Path, config: PrepareConfig, prefix: str | None = None) -> 
     pairs: dict[str, list[list[str]]] = {}
     flow_root = root / "flow"
     for clip_dir in sorted(flow_root.iterdir()) if flow_root.is_dir() else []:
+        present = _files_of(root, clip_dir.name)  # one listing per folder, not a stat per file
         indices = sorted(int(m.group(1)) for f in os.listdir(clip_dir) if (m := pattern.match(f)))
         files = [pair_files(clip_dir.name, i, config.gap, config.flow_format) for i in indices]
-        files = [f for f in files if all((root / p).is_file() for p in f)]
+        files = [f for f in files if all(p in present for p in f)]
         if files:
             pairs[clip_dir.name] = files
     val = split_clips(sorted(pairs), config.val_fraction, config.seed)
@@ -568,18 +632,121 @@ def list_lines(root: Path, config: PrepareConfig, prefix: str | None = None) -> 
     return lines
 
 
+# --------------------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` of ``count`` (``index`` from 0): every ``count``-th clip in name order (:func:`shard_of`)."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def manifest(self) -> str:
+        """Where the shard records its clips and progress, relative to the output folder."""
+        return f"shards/{self.index}-of-{self.count}.json"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"K/N"`` as a :class:`Shard`; K counts from 0, as ``SLURM_ARRAY_TASK_ID`` does with ``--array=0-(N-1)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+        raise InputError(f"--shard must be K/N with 0 <= K < N (K counts from 0, like SLURM_ARRAY_TASK_ID "
+                         f"with --array=0-<N-1>), got {text!r}")
+    return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def shard_of(clips: Sequence[ClipSource], count: int) -> dict[str, int]:
+    """The shard index (0..count-1) of every clip, by name: round robin over the clips in name order.
+
+    The names come from the inputs alone (:func:`find_clips`), so every shard,
+    and the ``--lists-only`` run, computes the same split whatever the order of
+    the inputs or what other shards have written; each shard gets the same
+    number of clips, within one.
+    """
+    return {clip.name: i % count for i, clip in enumerate(sorted(clips, key=lambda clip: clip.name))}
+
+
+def _write_shard_manifest(root: Path, shard: Shard, clips: Sequence[ClipSource], status: str,
+                          summary: PrepareSummary | None = None) -> None:
+    """Record a shard's clips and state (``started``, ``done``, ``stopped``) in its own file, never shared."""
+    import socket
+
+    record: dict = {"shard": str(shard), "status": status, "host": socket.gethostname(),
+                    "clips": [clip.name for clip in clips]}
+    if summary is not None:
+        record.update(clips_done=summary.clips_done, clips_kept=summary.clips_kept,
+                      failed=dict(summary.failed), pairs_written=summary.pairs_written,
+                      pairs_kept=summary.pairs_kept, skipped_cut=summary.skipped_cut,
+                      skipped_static=summary.skipped_static, seconds=round(summary.seconds, 1))
+    layout.write_text_if_changed(root / shard.manifest, json.dumps(record, indent=1) + "\n")
+
+
+def _clip_is_finished(root: Path, clip: ClipSource, config: PrepareConfig) -> bool:
+    """Done with all its pairs on disk, or failed (an unreadable video): nothing more a shard would do."""
+    record = _read_marker(root, clip.name)
+    if record and record.get("status") == "failed" and _same_source(record, clip):
+        return True
+    return _clip_is_done(root, clip, config)
+
+
+def _unfinished_message(root: Path, found: Sequence[ClipSource], names: dict[str, str],
+                        unfinished: Sequence[ClipSource], total: int) -> str:
+    """Which clips are not finished and which shards owe them: one line for :class:`InputError`.
+
+    ``names`` maps each clip's final name to its name in ``found`` (before clashes with markers).
+    """
+    shown = ", ".join(clip.name for clip in unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+    head = f"{root}: {len(unfinished)} of {total} clips are not prepared ({shown})"
+    counts = sorted({int(m.group(1)) for p in (root / "shards").glob("*-of-*.json")
+                     if (m := re.fullmatch(r"\d+-of-(\d+)\.json", p.name))})
+    if not counts:
+        return (f"{head}; no shard has run here ({root / 'shards'} holds no record): run 'motionprop prepare' "
+                "with the same inputs and --shard K/N for every K first, then --lists-only")
+    owed = []
+    for count in counts:
+        owner = shard_of(found, count)
+        for index in sorted({owner[names[clip.name]] for clip in unfinished}):
+            shard = Shard(index, count)
+            path = root / shard.manifest
+            record = _read_json_or_none(path)
+            state = ("has not run (no " + str(path) + ")" if record is None
+                     else f"did not finish ({path} says {record.get('status')!r})" if record.get("status") != "done"
+                     else f"finished, but files of its clips have gone missing since ({path})")
+            owed.append(f"shard {shard} {state}")
+    more = f", and {len(owed) - 3} more shards" if len(owed) > 3 else ""
+    return (f"{head}: {'; '.join(owed[:3])}{more}; run them (the same command with --shard K/N), "
+            "then --lists-only again")
+
+
+def _read_json_or_none(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
 # --------------------------------------------------------------------------- the run
 
 
 @dataclass
 class PrepareSummary:
-    """What :func:`prepare` did; the lists count every pair on disk, earlier runs included."""
+    """What :func:`prepare` did; the lists count every pair on disk, earlier runs included.
+
+    A shard writes no lists (``train_list`` and ``val_list`` are None, the pair counts 0).
+    """
 
     root: Path
-    train_list: Path
-    val_list: Path
+    train_list: Path | None
+    val_list: Path | None
     train_pairs: int
     val_pairs: int
+    shard: Shard | None = None
+    clips: int = 0               # clips of this run (of this shard with --shard)
     clips_done: int = 0          # finished in this run
     clips_kept: int = 0          # finished by an earlier run, not decoded again
     failed: list[tuple[str, str]] = field(default_factory=list)  # (clip, reason)
@@ -698,6 +865,7 @@ class _Run:
         if state.error:
             s.failed.append((state.source.name, state.error))
             log.warning("skipped %s: %s", state.source.name, state.error)
+            _write_marker(self.root, state, "failed")
             return
         _write_marker(self.root, state, "done")
         s.clips_done += 1
@@ -706,13 +874,29 @@ class _Run:
             log.warning("%s: no pairs (%d static, %d scene cuts)", state.source.name, state.static, state.cut)
 
 
-def _write_meta(root: Path, config: PrepareConfig, clips: Sequence[ClipSource], prefix: str | None) -> None:
+def _meta_text(config: PrepareConfig, clips: Sequence[ClipSource], prefix: str | None) -> str:
+    """``prepare.json``: the parameters (checked when resuming), the list prefix and the clips' sources."""
     import cv2
 
     meta = {"format_version": FORMAT_VERSION, "generator": "motionprop prepare", "config": asdict(config),
             "list_prefix": prefix, "opencv": cv2.__version__,
             "inputs": {clip.name: str(clip.path.resolve()) for clip in clips}}
-    layout.write_text_if_changed(root / "prepare.json", json.dumps(meta, indent=2) + "\n")
+    return json.dumps(meta, indent=2) + "\n"
+
+
+def _clips_to_prepare(root: Path, inputs: Sequence[str | os.PathLike],
+                      shard: Shard | None = None) -> tuple[list[ClipSource], list[ClipSource]]:
+    """All clips of ``inputs`` as found (names from the inputs alone), and those to prepare (all, or the
+    shard's), in the same order, each with its identity and a new name if an earlier run gave its name
+    to another source. Only the clips to prepare have their files looked at (a stat each)."""
+    found = find_clips(inputs, exclude=root)
+    if shard is not None:
+        owner = shard_of(found, shard.count)
+        found_here = [clip for clip in found if owner[clip.name] == shard.index]
+    else:
+        found_here = found
+    clips = [replace(clip, identity=source_identity(clip)) for clip in found_here]
+    return found, _unique_names(_avoid_marker_clashes(root, clips))
 
 
 def default_workers() -> int:
@@ -728,7 +912,7 @@ def default_workers() -> int:
 
 def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
             config: PrepareConfig = PrepareConfig(), workers: int | None = None,
-            list_prefix: str | None = None, progress: bool = True) -> PrepareSummary:
+            list_prefix: str | None = None, progress: bool = True, shard: Shard | None = None) -> PrepareSummary:
     """Write the training set of ``inputs`` (videos, folders of videos or of frames) under ``out_dir``.
 
     Resumable: pairs and clips already on disk are kept and the lists are
@@ -738,6 +922,11 @@ def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     skipped and listed in the summary. With ``workers > 1`` the workers are
     started by forkserver or spawn (see :func:`_executor`), so a script calling
     this needs the usual ``if __name__ == "__main__":`` guard.
+
+    With ``shard``, only that shard's clips (:func:`shard_of`) are prepared, and
+    only files no other shard writes: the clips' own folders and records,
+    ``shards/K-of-N.json``, and ``prepare.json`` if it does not exist yet; the
+    lists are left to :func:`write_lists_only`, once every shard has finished.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -749,29 +938,78 @@ def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     root = Path(out_dir)
-    clips = find_clips(inputs, exclude=root)
+    found, clips = _clips_to_prepare(root, inputs, shard)
     if any(clip.is_video for clip in clips):
         require_pyav()
-    layout.check_output_folder(root, "prepare.json", asdict(config), "a prepared data set", RESUMABLE_FIELDS)
+    meta_check = (root, "prepare.json", asdict(config), "a prepared data set", RESUMABLE_FIELDS)
+    layout.check_output_folder(*meta_check)
     cached_estimator(config.estimator, config.estimator_options())  # a missing RAFT fails here, once
-    clips = _unique_names(_avoid_marker_clashes(root, clips))
-    _write_meta(root, config, clips, list_prefix)
+    if shard is None:
+        layout.write_text_if_changed(root / "prepare.json", _meta_text(config, clips, list_prefix))
+    else:  # the same text from every shard (all the clips); the first one writes it, none replaces it
+        layout.write_text_once(root / "prepare.json", _meta_text(config, found, list_prefix))
+        layout.check_output_folder(*meta_check)  # another shard may have won with other parameters
+        _write_shard_manifest(root, shard, clips, "started")
 
     todo = [clip for clip in clips if not _clip_is_done(root, clip, config)]
-    summary = PrepareSummary(root, root / "lists/train.txt", root / "lists/val.txt", 0, 0,
+    summary = PrepareSummary(root, None, None, 0, 0, shard=shard, clips=len(clips),
                              clips_kept=len(clips) - len(todo))
     executor = _executor(workers if todo else 1)
+    finished = False
     try:
-        with logging_redirect_tqdm(), tqdm(total=_expected_pairs(todo, config), unit="pair", desc="prepare",
+        with logging_redirect_tqdm(), tqdm(total=_expected_pairs(todo, config), unit="pair",
+                                           desc="prepare" if shard is None else f"shard {shard}",
                                            disable=None if progress else True) as bar:
             run = _Run(root, config, executor, workers, summary, bar)
             for clip in todo:
                 run.clip(clip)
             run.drain()
+        finished = True
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-        _finish_lists(root, config, list_prefix, summary)
+        if shard is None:
+            _finish_lists(root, config, list_prefix, summary)
         summary.seconds = time.perf_counter() - start
+        if shard is not None:
+            _write_shard_manifest(root, shard, clips, "done" if finished else "stopped", summary)
+    return summary
+
+
+def write_lists_only(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                     config: PrepareConfig = PrepareConfig(), list_prefix: str | None = None,
+                     progress: bool = True) -> PrepareSummary:
+    """Write the lists of a data set that shards of :func:`prepare` made, decoding and computing nothing.
+
+    Checks that every clip of ``inputs`` is finished under ``out_dir`` (done,
+    or failed as unreadable) with the same parameters, from the clips' records,
+    folder listings and the names, sizes and times of the inputs' files (no
+    file is read), then writes ``prepare.json`` and the lists exactly as one
+    unsharded run of the same inputs would. Raises :class:`InputError` naming
+    the unfinished clips and the shards that owe them.
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    config.validate()
+    layout.check_list_prefix(list_prefix)
+    root = Path(out_dir)
+    if not (root / "prepare.json").is_file():
+        raise InputError(f"{root} holds no prepared data set (no prepare.json): run 'motionprop prepare' "
+                         "with --shard K/N for every K first")
+    found, clips = _clips_to_prepare(root, inputs)
+    layout.check_output_folder(root, "prepare.json", asdict(config), "a prepared data set", RESUMABLE_FIELDS)
+    unfinished = [clip for clip in tqdm(clips, unit="clip", desc="check", disable=None if progress else True)
+                  if not _clip_is_finished(root, clip, config)]
+    if unfinished:
+        names = {clip.name: before.name for before, clip in zip(found, clips)}
+        raise InputError(_unfinished_message(root, found, names, unfinished, len(clips)))
+    failed = [(clip.name, (_read_marker(root, clip.name) or {}).get("reason", "?")) for clip in clips
+              if (_read_marker(root, clip.name) or {}).get("status") == "failed"]
+    layout.write_text_if_changed(root / "prepare.json", _meta_text(config, clips, list_prefix))
+    summary = PrepareSummary(root, None, None, 0, 0, clips=len(clips), clips_kept=len(clips) - len(failed),
+                             failed=failed)
+    _finish_lists(root, config, list_prefix, summary)
+    summary.seconds = time.perf_counter() - start
     return summary
 
 
