@@ -499,3 +499,38 @@ def serve(sessions: Sessions, host: str = "127.0.0.1", port: int = 8765, info: d
         hosts += [socket.gethostname(), socket.getfqdn()]
     app = create_app(sessions, hosts, info)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+
+class BackgroundServer:
+    """The app served by uvicorn in a daemon thread (tests, benchmarks, screenshots): ``url``, ``stop()``.
+
+    ``port=0`` picks a free port.
+    """
+
+    def __init__(self, sessions: Sessions, host: str = "127.0.0.1", port: int = 0, info: dict | None = None):
+        import threading
+
+        import uvicorn
+
+        config = uvicorn.Config(create_app(sessions, list(LOCAL_HOSTS), info), host=host, port=port,
+                                log_level="warning", server_header=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="motionprop-app", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the app server did not start")
+            time.sleep(0.02)
+        bound = self.server.servers[0].sockets[0].getsockname()
+        self.url = f"http://{host}:{bound[1]}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

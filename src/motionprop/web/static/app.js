@@ -101,9 +101,9 @@ async function restore() {
   const image = JSON.parse(localStorage.getItem(STORE_IMAGE) || "null");
   const saved = JSON.parse(localStorage.getItem(STORE_DOC) || "null");
   if (!image) return;
-  const blob = await (await fetch(image.data)).blob();
+  const bytes = Uint8Array.from(atob(image.data.slice(image.data.indexOf(",") + 1)), (c) => c.charCodeAt(0));
   const doc = saved && saved.name === image.name ? saved.doc : null;
-  await openImage(new Blob([blob], { type: image.type }), image.name, doc);
+  await openImage(new Blob([bytes], { type: image.type }), image.name, doc);
   if (saved && saved.mode) setMode(saved.mode);
 }
 
@@ -119,12 +119,15 @@ const flowQuery = new api.LiveQuery(
     state.grid = decodeGrid(result.grid);
     $("scale-value").textContent = result.max_flow.toFixed(1);
     paintFlow();
+    if (state.pointer) showReadout(state.pointer);
     stats.flowVersion += 1;
     stats.lastFlowGuidance = guidance;
     stats.latencies.push(performance.now() - since);
     if (result.warnings.length) say(result.warnings[0]); else if ($("status").classList.contains("error")) say("");
   },
   fail);
+
+window.motionprop.flowQuery = flowQuery;
 
 function flowOptions() {
   const fixed = !$("scale-auto").checked && Number($("scale-px").value) > 0;
@@ -282,6 +285,7 @@ draw.addEventListener("pointerdown", (event) => {
 draw.addEventListener("pointermove", (event) => {
   if (!state.session) return;
   const p = view.toImage(event);
+  state.pointer = p;
   showReadout(p);
   const drag = state.drag;
   if (!drag) return;
@@ -328,7 +332,7 @@ function endDrag(event) {
 
 draw.addEventListener("pointerup", endDrag);
 draw.addEventListener("pointercancel", () => { state.drag = null; });
-draw.addEventListener("pointerleave", () => { $("readout").textContent = ""; });
+draw.addEventListener("pointerleave", () => { state.pointer = null; $("readout").textContent = ""; });
 
 function round1(v) { return Math.round(v * 10) / 10; }
 
