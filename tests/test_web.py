@@ -412,3 +412,21 @@ def test_app_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["app", "--checkpoint", "annotation"]) == 2
     assert "motionprop download annotation" in capsys.readouterr().err
     assert main(["app", "--checkpoint", "x", "--port", "0"]) == 2
+
+
+def test_app_command_loads_the_checkpoint_and_warns_for_a_public_host(tmp_path, capsys, monkeypatch):
+    import motionprop.web.server as server
+    from motionprop.checkpoint import save_model
+    from motionprop.cli import main
+    from test_propagate import tiny_model
+
+    save_model(tmp_path / "ckpt", tiny_model())
+    served = {}
+    monkeypatch.setattr(server, "serve", lambda sessions, host, port, info: served.update(
+        sessions=sessions, host=host, port=port, info=info))
+    assert main(["app", "--checkpoint", str(tmp_path / "ckpt"), "--max-sessions", "3", "--port", "9000"]) == 0
+    assert served["host"] == "127.0.0.1" and served["port"] == 9000 and served["sessions"].max_sessions == 3
+    captured = capsys.readouterr()
+    assert "http://127.0.0.1:9000/" in captured.out and "warning" not in captured.err
+    assert main(["app", "--checkpoint", str(tmp_path / "ckpt"), "--host", "0.0.0.0"]) == 0
+    assert "warning: --host 0.0.0.0 serves the app to other machines" in capsys.readouterr().err

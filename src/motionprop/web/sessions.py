@@ -207,15 +207,17 @@ class Sessions:
         if len(positive) == 0:
             raise InputError("annotation needs at least one positive click")
         key = (positive.tobytes(), negative.tobytes(), float(velocity), zoom)
-        cached = session.annotations.get(key)
-        if cached is not None:
-            session.annotations.move_to_end(key)
-            return cached
+        with self._table:
+            cached = session.annotations.get(key)
+            if cached is not None:
+                session.annotations.move_to_end(key)
+                return cached
         with self.lock:
             result = annotate(session.propagator, positive, negative, velocity=velocity, zoom=zoom)
-        session.annotations[key] = result
-        while len(session.annotations) > ANNOTATION_CACHE:
-            session.annotations.popitem(last=False)
+        with self._table:
+            session.annotations[key] = result
+            while len(session.annotations) > ANNOTATION_CACHE:
+                session.annotations.popitem(last=False)
         return result
 
     # ----------------------------------------------------------------- animation
