@@ -72,6 +72,7 @@ function layout() {
   view.fit(state.session.width, state.session.height, maxWidth, maxHeight);
   view.paint("image", state.picture);
   paintFlow();
+  paintMasks();
   redraw();
 }
 
