@@ -54,6 +54,7 @@ def offline_hub(tmp_path, monkeypatch):
     return original, model
 
 
+@pytest.mark.slow
 def test_download_verifies_converts_caches_and_the_name_works_as_checkpoint(offline_hub, tmp_path, capsys):
     original, model = offline_hub
     assert main(["download", "annotation"]) == 0
