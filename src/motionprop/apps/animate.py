@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -104,17 +104,24 @@ def fill_holes(frame: np.ndarray, holes: np.ndarray, radius: int = 3) -> np.ndar
 
 
 def render_frames(image: np.ndarray, flow: np.ndarray, num_frames: int = 24, mode: str = "forward",
-                  progress: bool = False) -> list[np.ndarray]:
-    """Frames (list of uint8 RGB (H, W, 3)) of ``image`` moving along ``flow`` scaled by :func:`flow_scales`."""
+                  progress: bool = False, on_frame: Callable[[int, int], None] | None = None
+                  ) -> list[np.ndarray]:
+    """Frames (list of uint8 RGB (H, W, 3)) of ``image`` moving along ``flow`` scaled by :func:`flow_scales`.
+
+    ``on_frame(done, total)`` is called after each frame (the web app's progress
+    bar); an exception it raises stops the rendering (the web app's cancel).
+    """
     from tqdm import tqdm
 
     scales = flow_scales(num_frames, mode)
     flow = np.asarray(flow, dtype=np.float32)
     rendered: dict[float, np.ndarray] = {0.0: image}  # a loop shows every scale twice: render it once
-    for s in tqdm(scales, desc="frames", unit="frame", disable=not progress, leave=False):
+    for k, s in enumerate(tqdm(scales, desc="frames", unit="frame", disable=not progress, leave=False)):
         if s not in rendered:
             frame, holes = forward_warp(image, flow * np.float32(s))
             rendered[s] = fill_holes(frame, holes)
+        if on_frame is not None:
+            on_frame(k + 1, len(scales))
     return [rendered[s].copy() for s in scales]
 
 

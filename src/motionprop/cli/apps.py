@@ -16,8 +16,9 @@ POINTS_HELP = "pixel coordinates of the image: x right, y down, (0, 0) the top-l
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="motionprop checkpoint folder/.safetensors, or an "
-                   "original-release .pth.tar (with --config)")
+    p.add_argument("--checkpoint", required=True, help="motionprop checkpoint folder/.safetensors, an "
+                   "original-release .pth.tar (with --config), or 'annotation' (the paper's annotation "
+                   "network, after 'motionprop download annotation')")
     p.add_argument("--config", help="config of an original-format checkpoint (its config.yaml or a preset name)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--working-size", type=int, metavar="PX",
@@ -137,7 +138,9 @@ def _check_model_inputs(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..errors import InputError
+    from ..hub import resolve_checkpoint
 
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     if not Path(args.checkpoint).exists():
         raise InputError(f"checkpoint not found: {args.checkpoint}")
     if args.working_size is not None and args.working_size < 8:

@@ -141,8 +141,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from ..fileio import atomic_path
+    from ..hub import resolve_checkpoint
     from ..train.evaluate import evaluate
 
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     m = evaluate(args.checkpoint, args.lists, args.overrides, device=args.device, workers=args.workers,
                  batch_size=args.batch_size, config=args.config, progress=True)
     print(f"end-point error on {m['samples']} pairs (px): CMP {m['epe']:.3f}, nearest fill {m['epe_nearest']:.3f}, "
