@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "motionprop.cli.data",
     "motionprop.cli.train",
     "motionprop.cli.apps",
+    "motionprop.cli.transfer",
 )
 
 EPILOG = """\
