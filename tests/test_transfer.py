@@ -346,3 +346,11 @@ def _checkpoint(tmp_path: Path) -> Path:
             Path(motionprop.__file__).parent / "configs" / "quickstart.yaml"))
         save_model(path, init_weights_trained_like(model, seed=3))
     return path
+
+
+def test_clip_without_object_in_its_first_mask_is_an_error(tmp_path):
+    frames, labels = moving_clip()
+    labels[0][:] = 0
+    root = write_davis(tmp_path / "d", {"empty": (frames, labels)})
+    with pytest.raises(InputError, match="has no object"):
+        run_transfer(root, tmp_path / "out", ["random:resnet18:0"], settings=TransferSettings(tasks=("propagation",)))

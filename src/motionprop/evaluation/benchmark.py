@@ -87,6 +87,9 @@ def working_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 def load_clip(clip: Clip, short_side: int) -> ClipData:
     """Read a clip's masks and frames (resized to the working size); a frame of another size than its mask is an error."""
     labels = read_masks(clip)
+    if not sequence_objects(labels):
+        raise InputError(f"clip {clip.name!r}: its first mask {clip.masks[0]} has no object (nothing to propagate "
+                         f"or to score)")
     size = working_size(labels.shape[1], labels.shape[2], short_side)
     frames = np.empty((len(clip.frames), size[0], size[1], 3), np.uint8)
     for i, path in enumerate(clip.frames):
@@ -179,6 +182,7 @@ def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: Transfer
                 soft = propagate_clip(feats, item.labels[0], num_labels, settings.propagation)
                 pred = labels_at(soft, item.mask_size)
                 scores = sequence_scores(pred, item.labels)
+            progress(len(item.frames))
             prop_clips[item.clip.name] = clip_result(scores)
             prop_objects += list(scores.values())
             pics["propagation"][item.clip.name] = {t: pred[t] for t in picks}
@@ -271,7 +275,8 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
                 baseline_flags.append(True)
     log(f"reading {len(clip_list)} clips from {davis_root}")
     data = [load_clip(clip, settings.short_side) for clip in clip_list]
-    total_frames = sum(len(d.frames) for d in data) * sum(len(encs) for encs in loaded)
+    steps_per_frame = 2 if "propagation" in settings.tasks else 1      # features, then propagation
+    total_frames = sum(len(d.frames) for d in data) * sum(len(encs) for encs in loaded) * steps_per_frame
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

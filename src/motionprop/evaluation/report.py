@@ -34,7 +34,7 @@ def results_markdown(results: dict) -> str:
              f"DAVIS folder `{s['davis']}`, {len(s['clips'])} clips, short side {s['short_side']} px, features at "
              f"stride {s['feature_stride']}. Propagation: first frame + {p['context_frames']} previous, top-{p['topk']}, "
              f"radius {p['radius']} cells, temperature {p['temperature']}. J, F and J&F in % "
-             f"({s['metrics']}). Random init: mean over seeds {s['random_seeds']} (± std over seeds of J&F).", ""]
+             f"({s['metrics']}). Random init rows: mean over their seeds (± std over seeds of J&F).", ""]
     header = "| encoder | features |"
     rule = "|---|---|"
     for task in tasks:
