@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "motionprop.cli.train",
     "motionprop.cli.apps",
     "motionprop.cli.web",
+    "motionprop.cli.transfer",
 )
 
 EPILOG = """\

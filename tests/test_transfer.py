@@ -1,0 +1,356 @@
+"""motionprop transfer: DAVIS reading, frozen encoders, label propagation, the linear probe and the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from motionprop.cli import main
+from motionprop.errors import CheckpointError, InputError
+from motionprop.evaluation.benchmark import TransferSettings, run_transfer, working_size
+from motionprop.evaluation.davis import foreground, list_clips, read_mask, read_masks
+from motionprop.evaluation.encoders import (a_trous_pool2, load_encoder_file, parse_encoder, random_encoder,
+                                            stride8_features)
+from motionprop.evaluation.probe import ProbeConfig, cell_targets, predict_foreground, train_probe
+from motionprop.evaluation.propagation import (PropagationConfig, labels_at, normalize_features, propagate_clip,
+                                               propagate_step, window_mask)
+from motionprop.models.alexnet import AlexNetFCN
+from motionprop.models.init import init_weights_trained_like
+
+PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (3 * 252) + [224, 224, 192]
+
+
+def write_palette(path: Path, labels: np.ndarray) -> None:
+    image = Image.frombytes("P", (labels.shape[1], labels.shape[0]), labels.astype(np.uint8).tobytes())
+    image.putpalette(PALETTE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def moving_clip(num_frames=5, size=(64, 80), step=4, two_objects=True, seed=0):
+    """Textured frames with objects that move ``step`` px right per frame, and their label maps (ids 1, 2; 255 void)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    background = rng.integers(0, 256, (h, w + 64, 3)).astype(np.uint8)
+    background = cv2.GaussianBlur(background, (5, 5), 2)
+    frames, labels = [], []
+    for t in range(num_frames):
+        frame = background[:, :w].copy()
+        lab = np.zeros((h, w), np.uint8)
+        x = 8 + t * step
+        frame[16:40, x:x + 20] = (250, 40, 40)
+        lab[16:40, x:x + 20] = 1
+        if two_objects:
+            frame[44:58, 50:70] = (30, 200, 30)
+            lab[44:58, 50:70] = 2
+            lab[43, 50:70] = 255                       # a void line, as DAVIS-2017 draws between objects
+        frames.append(frame)
+        labels.append(lab)
+    return frames, labels
+
+
+def write_davis(root: Path, clips: dict[str, tuple[list, list]], palette=True, resolution="480p") -> Path:
+    for name, (frames, labels) in clips.items():
+        for t, (frame, lab) in enumerate(zip(frames, labels)):
+            fdir = root / "JPEGImages" / resolution / name
+            fdir.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(fdir / f"{t:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
+            mpath = root / "Annotations" / resolution / name / f"{t:05d}.png"
+            if palette:
+                write_palette(mpath, lab)
+            else:
+                mpath.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(((lab == 1) * 255).astype(np.uint8)).save(mpath)
+    return root
+
+
+@pytest.fixture
+def davis2017(tmp_path):
+    clips = {"alpha": moving_clip(seed=0), "beta": moving_clip(seed=1, step=2), "gamma": moving_clip(seed=2, step=0)}
+    return write_davis(tmp_path / "davis", clips)
+
+
+# --------------------------------------------------------------------------- dataset walking
+
+
+def test_palette_masks_keep_ids_and_void(davis2017):
+    clips = list_clips(davis2017)
+    assert [c.name for c in clips] == ["alpha", "beta", "gamma"]
+    labels = read_masks(clips[0])
+    assert labels.shape == (5, 64, 80)
+    assert set(np.unique(labels)) == {0, 1, 2, 255}
+    fg = foreground(labels[0])
+    assert set(np.unique(fg)) == {0, 1, 255}
+
+
+def test_binary_masks_without_resolution_folder(tmp_path):
+    root = write_davis(tmp_path / "d16", {"clip": moving_clip(two_objects=False)}, palette=False, resolution="")
+    clip = list_clips(root)[0]
+    assert len(clip.frames) == 5
+    mask = read_mask(clip.masks[0])
+    assert set(np.unique(mask)) == {0, 1}                 # 255 is the object in DAVIS-2016, not void
+
+
+def test_shared_davis2016_clips_read_as_single_objects(shared_data):
+    root = shared_data / "davis2016"
+    if not root.is_dir():
+        pytest.skip("no davis2016 in the shared data")
+    clips = list_clips(root)
+    assert len(clips) == 6
+    for clip in clips:
+        assert len(clip.frames) == len(clip.masks) >= 50
+    assert set(np.unique(read_mask(clips[0].masks[0]))) == {0, 1}
+
+
+def test_dataset_errors_name_the_problem(davis2017):
+    with pytest.raises(InputError, match="clip 'nope' not found"):
+        list_clips(davis2017, ["alpha", "nope"])
+    (davis2017 / "Annotations" / "480p" / "beta" / "00004.png").unlink()
+    with pytest.raises(InputError, match="5 frames .* but 4 masks"):
+        list_clips(davis2017, ["beta"])
+    with pytest.raises(InputError, match="no JPEGImages/ folder"):
+        list_clips(davis2017 / "JPEGImages")
+
+
+def test_working_size_rounds_to_the_stride():
+    assert working_size(480, 854, 240) == (240, 424)
+    assert working_size(854, 480, 240) == (424, 240)
+    assert working_size(64, 80, 32) == (32, 40)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def test_random_encoder_is_seeded_and_stride_8():
+    a, b, c = random_encoder("resnet18", 0), random_encoder("resnet18", 0), random_encoder("resnet18", 1)
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        fa, fb, fc = a.features(x), b.features(x), c.features(x)
+    assert fa.shape == (1, 512, 8, 10) and a.layer == "layer4"
+    assert torch.equal(fa, fb) and not torch.equal(fa, fc)
+    assert parse_encoder("random:resnet18").seeds == (0, 1, 2)
+    assert parse_encoder("random:resnet50_yfcc_voc_16gpu_42k:4").arch == "resnet50"
+    with pytest.raises(InputError, match="unknown architecture"):
+        parse_encoder("random:vgg16")
+    with pytest.raises(InputError, match="encoder not found"):
+        parse_encoder("/no/such/checkpoint")
+
+
+def test_a_trous_alexnet_computes_the_strided_conv5_on_a_denser_grid():
+    net = init_weights_trained_like(AlexNetFCN(16, (4, 2, 2, 2)), seed=0).eval()
+    features, layer = stride8_features(net)
+    assert "a trous" in layer
+    x = torch.randn(1, 3, 192, 192)
+    with torch.no_grad():
+        dense = features(x)
+        a = net
+        strided = a.conv5(a.conv4(a.conv3(a.pool2(a.conv2(a.pool1(a.conv1(x)))))))
+    assert strided.shape[-1] == 12 and dense.shape[-1] == 24
+    inner = slice(4, 8)
+    sub = dense[..., ::2, ::2][..., inner, inner]
+    torch.testing.assert_close(sub, strided[..., inner, inner], rtol=1e-4, atol=1e-4)
+    assert net.pool2.stride == 2                  # the original network is untouched
+    assert a_trous_pool2(net).conv3[0].dilation == (2, 2)
+
+
+def test_checkpoint_and_both_export_formats_give_the_same_features(tmp_path):
+    import motionprop
+    from motionprop.checkpoint import export_encoder, save_model
+
+    model = motionprop.create_model(motionprop.load_config(
+        Path(motionprop.__file__).parent / "configs" / "quickstart.yaml"))
+    init_weights_trained_like(model, seed=1)
+    save_model(tmp_path / "ckpt", model)
+    export_encoder(tmp_path / "ckpt", tmp_path / "enc.safetensors", "motionprop")
+    export_encoder(tmp_path / "ckpt", tmp_path / "enc.pth", "torchvision")
+    x = torch.randn(1, 3, 64, 64)
+    outputs = []
+    for path in ("ckpt", "ckpt/model.safetensors", "enc.safetensors", "enc.pth"):
+        enc = load_encoder_file(tmp_path / path)
+        assert enc.arch == "resnet18"
+        with torch.no_grad():
+            outputs.append(enc.features(x))
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0], rtol=0, atol=0)
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pth"):
+        load_encoder_file(bad)
+
+
+def test_torchvision_alexnet_export_loads_as_the_papers_alexnet(tmp_path):
+    from motionprop.checkpoint import ALEXNET_NAME_MAP
+
+    net = init_weights_trained_like(AlexNetFCN(256, (4, 2, 2, 2)), seed=2)
+    state = {}
+    for key, value in net.state_dict().items():
+        layer, leaf = key.rsplit(".", 1)
+        if layer in ALEXNET_NAME_MAP:
+            state[f"{ALEXNET_NAME_MAP[layer]}.{leaf}"] = value
+    torch.save(state, tmp_path / "alex.pth")
+    enc = load_encoder_file(tmp_path / "alex.pth")
+    assert enc.arch == "alexnet_fcn_32x" and enc.layer.startswith("conv5")
+    expected, _ = stride8_features(net.eval())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.features(x), expected(x))
+
+
+# --------------------------------------------------------------------------- propagation
+
+
+def test_window_mask():
+    assert torch.equal(window_mask(2, 3, 0), torch.eye(6, dtype=torch.bool))
+    m = window_mask(1, 4, 1)
+    assert m[0].tolist() == [True, True, False, False]
+    assert m.sum() == 10
+    assert window_mask(3, 3, 1)[0].reshape(3, 3).tolist() == [[True, True, False], [True, True, False],
+                                                              [False, False, False]]
+
+
+def test_propagate_step_top_k_softmax():
+    keys = torch.tensor([[[1.0, 0.0, 0.6]], [[0.0, 1.0, 0.8]]]).permute(1, 0, 2)  # (M=1, C=2, n=3)
+    keys = torch.nn.functional.normalize(keys, dim=1)
+    labels = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]])                   # (M=1, L=2, n=3)
+    query = torch.nn.functional.normalize(torch.tensor([[1.0], [0.05]]), dim=0)   # close to key 0
+    out = propagate_step(query, keys, labels, None, topk=1, temperature=0.1)
+    assert out[:, 0].tolist() == [1.0, 0.0]
+    # top-2: keys 0 and 2, softmax of their affinities / temperature
+    sims = (keys[0].T @ query)[:, 0]
+    w = torch.softmax(torch.stack([sims[0], sims[2]]) / 0.1, 0)
+    out2 = propagate_step(query, keys, labels, None, topk=2, temperature=0.1)
+    torch.testing.assert_close(out2[:, 0], torch.stack([w[0], w[1]]))
+
+
+def test_normalize_features_survives_tiny_activations():
+    f = torch.randn(2, 8, 3, 3) * 1e-20
+    n = normalize_features(f)
+    torch.testing.assert_close(n.norm(dim=1), torch.ones(2, 3, 3))
+
+
+def test_propagation_follows_an_object_with_identity_features():
+    """Features that say 'object' or 'background' (plus noise) let propagation track a moving object exactly."""
+    t_len, h, w = 6, 8, 12
+    truth = np.zeros((t_len, h, w), np.uint8)
+    for t in range(t_len):
+        truth[t, 2:5, 1 + t:4 + t] = 1
+    rng = np.random.default_rng(0)
+    feats = np.stack([truth == 1, truth == 0], axis=1).astype(np.float32) + 0.05 * rng.random((t_len, 2, h, w))
+    soft = propagate_clip(torch.from_numpy(feats.astype(np.float32)), truth[0], 2, PropagationConfig(radius=3))
+    assert soft.shape == (t_len, 2, h, w)
+    pred = labels_at(soft, (h, w))
+    assert np.array_equal(pred, truth)
+    # with a zero radius labels cannot move: the object's new cells get nothing
+    still = labels_at(propagate_clip(torch.from_numpy(feats), truth[0], 2, PropagationConfig(radius=0)), (h, w))
+    assert not np.array_equal(still[-1], truth[-1])
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def test_probe_separates_linearly_separable_features():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((4, 32, 32), np.uint8)
+    labels[:, 8:24, 8:24] = 1
+    labels[:, 0, :] = 255
+    targets = cell_targets(labels, (4, 4))
+    assert targets[0, 0].tolist() == [0, 0, 0, 0]          # row 0 of cells is 1/8 void: kept
+    assert targets[0, 1:3, 1:3].tolist() == [[1, 1], [1, 1]]
+    fg = torch.from_numpy((targets >= 1).astype(np.float32))[:, None]
+    feats = torch.cat([fg * 3 + torch.from_numpy(rng.normal(size=(4, 1, 4, 4))).float() * 0.3,
+                       torch.from_numpy(rng.normal(size=(4, 3, 4, 4))).float()], dim=1)
+    x = feats.permute(0, 2, 3, 1).reshape(-1, 4)
+    y = torch.from_numpy(targets.reshape(-1))
+    probe = train_probe(x[y >= 0], y[y >= 0], ProbeConfig(iterations=50))
+    pred = predict_foreground(probe, feats, (4, 4))
+    assert np.array_equal(pred, (targets == 1).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------- the benchmark and the command
+
+
+@pytest.mark.slow
+def test_transfer_command_writes_results_pictures_and_baselines(davis2017, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["transfer", "--davis", str(davis2017), "--out", str(out), "--size", "48", "--pictures", "2",
+                 "--random-seeds", "0,1", "--no-progress", str(_checkpoint(tmp_path)), "random:resnet18:5"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    names = [e["name"] for e in results["encoders"]]
+    assert names == [str(tmp_path / "ckpt"), "random:resnet18:5"]  # given ones only: resnet18 random is present
+    for entry in results["encoders"]:
+        for task in ("propagation", "probe"):
+            res = entry["tasks"][task]
+            assert set(res["clips"]) == {"alpha", "beta", "gamma"}
+            for scores in [res["mean"], *res["clips"].values()]:
+                assert 0.0 <= scores["J"] <= 1.0 and 0.0 <= scores["F"] <= 1.0
+                assert scores["JF"] == pytest.approx((scores["J"] + scores["F"]) / 2)
+    assert results["encoders"][1]["seeds"] == [5]
+    assert set(results["encoders"][0]["tasks"]["propagation"]["clips"]["alpha"]["objects"]) == {"1", "2"}
+    copy = results["baselines"]["copy-first-frame"]["tasks"]["propagation"]["clips"]
+    assert copy["gamma"]["JF"] == 1.0                     # nothing moves in gamma
+    assert copy["alpha"]["JF"] < 0.9                      # object 1 moves 4 px a frame
+    md = (out / "results.md").read_text()
+    assert "copy-first-frame" in md and "random:resnet18:5" in md and "J&F per clip" in md
+    pictures = sorted(p.name for p in (out / "pictures").rglob("*.png"))
+    assert "propagation_alpha.png" in pictures and "probe_gamma.png" in pictures
+    picture = cv2.imread(str(next((out / "pictures").rglob("propagation_alpha.png"))))
+    assert picture.shape[0] > 48 and picture.shape[1] > 2 * 60   # 2 frames high, 2 panels wide
+    assert "copy-first-frame: propagation J&F" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_random_baseline_is_added_and_averaged_over_seeds(davis2017, tmp_path):
+    settings = TransferSettings(tasks=("propagation",), short_side=32, random_seeds=(0, 1), pictures_per_clip=0)
+    results = run_transfer(davis2017, tmp_path / "out", [str(_checkpoint(tmp_path))], ["alpha", "beta"], settings)
+    added = results["encoders"][1]
+    assert added["name"] == "random:resnet18:0,1" and added["added_as_baseline"]
+    res = added["tasks"]["propagation"]
+    assert len(res["seeds"]) == 2
+    assert res["mean"]["JF"] == pytest.approx(np.mean([s["JF"] for s in res["seeds"]]))
+    assert "probe" not in added["tasks"]
+    assert "minus random:resnet18:0,1" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_transfer_command_errors_exit_2(davis2017, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["transfer", "--davis", str(davis2017), "--out", out, "--clips", "alpha,zeta", "random:resnet18:0"]) == 2
+    assert "clip 'zeta' not found" in capsys.readouterr().err
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"\x00" * 10)
+    assert main(["transfer", "--davis", str(davis2017), "--out", out, str(bad)]) == 2
+    assert "broken.pth" in capsys.readouterr().err
+    frame = davis2017 / "JPEGImages" / "480p" / "beta" / "00002.jpg"
+    cv2.imwrite(str(frame), np.zeros((10, 10, 3), np.uint8))
+    assert main(["transfer", "--davis", str(davis2017), "--out", out, "--clips", "beta", "--task", "propagation",
+                 "random:resnet18:0"]) == 2
+    assert "00002.jpg is 10x10 but its mask is 80x64" in capsys.readouterr().err
+    assert main(["transfer", "--davis", str(davis2017), "--out", out, "--clips", "alpha", "--task", "probe",
+                 "random:resnet18:0"]) == 2
+    assert "at least 2 clips" in capsys.readouterr().err
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    import motionprop
+    from motionprop.checkpoint import save_model
+
+    path = tmp_path / "ckpt"
+    if not path.exists():
+        model = motionprop.create_model(motionprop.load_config(
+            Path(motionprop.__file__).parent / "configs" / "quickstart.yaml"))
+        save_model(path, init_weights_trained_like(model, seed=3))
+    return path
+
+
+def test_clip_without_object_in_its_first_mask_is_an_error(tmp_path):
+    frames, labels = moving_clip()
+    labels[0][:] = 0
+    root = write_davis(tmp_path / "d", {"empty": (frames, labels)})
+    with pytest.raises(InputError, match="has no object"):
+        run_transfer(root, tmp_path / "out", ["random:resnet18:0"], settings=TransferSettings(tasks=("propagation",)))
