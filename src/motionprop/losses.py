@@ -205,7 +205,7 @@ class FusedDiscreteLoss(DiscreteLoss):
     (autocast is switched off inside). Plain torch ops: runs on any device.
     """
 
-    def __init__(self, nbins: int = 99, fmax: float = 50.0, block_elements: int = 1 << 18):
+    def __init__(self, nbins: int = 99, fmax: float = 50.0, block_elements: int = 1 << 20):
         super().__init__(nbins, fmax)
         self.block_elements = block_elements
 
