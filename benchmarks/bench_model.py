@@ -130,6 +130,8 @@ def worker(args: argparse.Namespace) -> dict:
     from motionprop.losses import DiscreteLoss, FusedDiscreteLoss
     from motionprop.models import FlowBins
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.mode == "loss":
         return loss_worker(args)
     torch.manual_seed(0)
@@ -207,9 +209,10 @@ def _checkpoint_size(path: str) -> int:
 
 
 def _run_worker(impl: str, preset: str, size: int, batch: int, mode: str, variant: str, repeats: int,
-                original_repo: str | None, flow_out: str | None, loss: str = "fused") -> dict:
+                original_repo: str | None, flow_out: str | None, loss: str = "fused", threads: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--preset", preset, "--size", str(size),
-           "--batch", str(batch), "--mode", mode, "--variant", variant, "--repeats", str(repeats), "--loss", loss]
+           "--batch", str(batch), "--mode", mode, "--variant", variant, "--repeats", str(repeats), "--loss", loss,
+           "--threads", str(threads)]
     if original_repo:
         cmd += ["--original-repo", original_repo]
     if flow_out:
@@ -234,6 +237,8 @@ def main() -> None:
                         choices=["fp32", "channels_last", "bf16", "compile", "keep_memory"],
                         help="variants besides fp32, which always runs first as the reference")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per measurement (default: torch's); 1 is steadier on a shared machine")
     parser.add_argument("--original-repo", help="checkout of the original CMP code, to time it side by side")
     parser.add_argument("--json", help="also write the results to this JSON file")
     # worker mode (internal)
@@ -275,7 +280,7 @@ def main() -> None:
                         flow_out = str(Path(tmp) / f"{impl}_{variant}.pt") if mode == "eval" else None
                         loss = "reference" if impl == "reference" else args.loss
                         r = _run_worker("motionprop" if impl == "reference" else impl, preset, size, batch, mode,
-                                        variant, args.repeats, args.original_repo, flow_out, loss)
+                                        variant, args.repeats, args.original_repo, flow_out, loss, args.threads)
                         r.update(preset=preset, size=size, mode=mode, batch=batch, impl=impl, variant=variant)
                         rows.append(r)
                         if "error" in r:
@@ -296,8 +301,10 @@ def main() -> None:
                         ratio = f"{r['seconds'] / base:8.2f}" if base else ""
                         if "forward" in r:
                             diff = " ".join(f"{k[:3]} {r[k]:.3f}" for k in ("forward", "loss", "backward", "optimizer"))
+                            diff += f" CPU {r['cpu_seconds']:.3f}"
                         if "extra_mb" in r:
-                            diff = f"extra {r['extra_mb']:.0f} MB, first call {r['first_call_s']:.2f} s"
+                            diff = (f"extra {r['extra_mb']:.0f} MB, CPU {r['cpu_seconds']:.3f} s, "
+                                    f"first call {r['first_call_s']:.2f} s")
                         print(f"{preset[:30]:30s} {size:4d} {mode:5s} {batch:2d} {impl + '/' + variant:24s} "
                               f"{r['seconds']:8.3f} {ratio:>8s} {r['peak_rss_mb']:8.0f} {diff:>21s}", flush=True)
     if args.json:
