@@ -8,21 +8,31 @@ same run: these machines are noisy.
     python benchmarks/bench_model.py                       # fp32, batch 1 and 4
     python benchmarks/bench_model.py --variants channels_last bf16 compile
     python benchmarks/bench_model.py --original-repo /path/to/conditional-motion-propagation
+    python benchmarks/bench_model.py --modes loss --batches 4           # the loss alone: reference vs fused
 
 Variants: ``fp32`` (the reference), ``channels_last`` (NHWC memory format),
 ``bf16`` (``torch.autocast`` to bfloat16 on the CPU, useful on CPUs with
-AVX512-BF16/AMX), ``compile`` (``torch.compile``, slow to start). The variant
+AVX512-BF16/AMX), ``compile`` (``torch.compile``, slow to start), ``keep_memory``
+(glibc malloc settings in the environment: see ``KEEP_MEMORY``). The variant
 outputs are checked against fp32 on the same weights: largest logit difference
 relative to the largest logit, and largest decoded-flow difference in pixels.
 The weights are random at a trained-like scale, whose logits are large and
 peaked, so the flow difference of bf16 overstates what a trained network shows.
 With ``--original-repo``, the original release's network is timed too.
+
+``train`` times forward, loss (forward and backward, up to the logits), network
+backward and optimizer step separately; our step uses the fused full-resolution
+loss (``--loss reference`` for the original's upsample-then-cross-entropy), the
+original's step uses the original's loss formula. ``loss`` times the loss alone
+on logits of the preset's output size and reports its extra memory (peak
+resident memory minus that before the first call).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -33,6 +43,10 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+# glibc malloc told to keep freed memory and to serve blocks up to 32 MiB (its maximum) from the heap,
+# so that a step reuses the pages of the previous one instead of faulting in fresh ones
+KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+               "MALLOC_TOP_PAD_": str(256 << 20)}
 PAPER_SETTINGS = {  # preset -> input side used in the paper
     "alexnet_yfcc_voc_16gpu_70k": 384,
     "resnet50_yfcc_voc_16gpu_42k": 320,
@@ -68,11 +82,58 @@ def _build(impl: str, preset: str, original_repo: str | None) -> torch.nn.Module
     return init_weights_trained_like(create_model(preset))
 
 
+def _rss_mb() -> float:
+    """Current resident memory of this process in MiB (Linux)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _output_shape(preset: str, size: int) -> tuple[int, int, int]:
+    """(channels, height, width) of a preset's logits for a size x size input."""
+    from motionprop.models import create_model
+
+    model = create_model(preset).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, size, size), torch.zeros(1, 4, size, size))
+    return tuple(out.shape[1:])
+
+
+def loss_worker(args: argparse.Namespace) -> dict:
+    """The loss alone (forward + backward) on logits of the preset's output shape: seconds and extra memory."""
+    from motionprop.losses import DiscreteLoss, FusedDiscreteLoss
+
+    channels, h, w = _output_shape(args.preset, args.size)
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(args.batch, channels, h, w, generator=gen) * 4).requires_grad_()
+    target = torch.randn(args.batch, 2, args.size, args.size, generator=gen) * 10
+    loss_fn = FusedDiscreteLoss() if args.loss == "fused" else DiscreteLoss()
+    if args.variant == "compile":
+        loss_fn = torch.compile(loss_fn)
+    before = _rss_mb()
+    times, cpu = [], []
+    for _ in range(args.repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss_fn(logits, target).backward()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        logits.grad = None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": statistics.median(times[1:]), "cpu_seconds": statistics.median(cpu[1:]),
+            "first_call_s": times[0], "peak_rss_mb": peak,
+            "extra_mb": peak - before, "logits": [channels, h, w]}
+
+
 def worker(args: argparse.Namespace) -> dict:
     """One measurement: build, warm up, time ``repeats`` runs, report median seconds and peak RSS."""
-    from motionprop.losses import DiscreteLoss
+    from motionprop.losses import DiscreteLoss, FusedDiscreteLoss
     from motionprop.models import FlowBins
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.mode == "loss":
+        return loss_worker(args)
     torch.manual_seed(0)
     model = _build(args.impl, args.preset, args.original_repo)
     image, sparse, target = _inputs(args.size, args.batch)
@@ -84,7 +145,8 @@ def worker(args: argparse.Namespace) -> dict:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.variant == "bf16")
     net = torch.compile(model) if args.variant == "compile" else model
     nbins, fmax = (model.config.model.nbins, model.config.model.fmax) if hasattr(model, "config") else (99, 50.0)
-    loss_fn = DiscreteLoss(nbins, fmax)
+    fused = args.loss == "fused" and args.impl == "motionprop"
+    loss_fn = (FusedDiscreteLoss if fused else DiscreteLoss)(nbins, fmax)
     bins = FlowBins(nbins, fmax)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
 
@@ -95,13 +157,24 @@ def worker(args: argparse.Namespace) -> dict:
                                                align_corners=True)
         return {"logits": out.float(), "flow": flow}
 
+    parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
+
     def train_step() -> torch.Tensor:
+        t0 = time.perf_counter()
         with autocast:
             out = net(image, sparse)
-        loss = loss_fn(out.float(), target)
+        t1 = time.perf_counter()
+        logits = out.detach().float().requires_grad_()
+        loss = loss_fn(logits, target)
+        (grad,) = torch.autograd.grad(loss, logits)
+        t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out.backward(grad.to(out.dtype))  # the same gradients as loss.backward(), timed apart
+        t3 = time.perf_counter()
         optimizer.step()
+        t4 = time.perf_counter()
+        for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            parts[key].append(seconds)
         return loss
 
     if args.mode == "eval":
@@ -110,13 +183,20 @@ def worker(args: argparse.Namespace) -> dict:
     else:
         model.train()
         step = train_step
+    t0 = time.perf_counter()
     result = step()  # warm-up (and compilation)
-    times = []
+    first = time.perf_counter() - t0
+    for values in parts.values():
+        values.clear()
+    times, cpu = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
-    report = {"seconds": statistics.median(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        cpu.append(time.process_time() - c0)
+    report = {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu), "first_call_s": first,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    report.update({key: statistics.median(values) for key, values in parts.items() if values})
     if args.mode == "eval":
         torch.save(result, args.flow_out) if args.flow_out else None
     return report
@@ -129,14 +209,16 @@ def _checkpoint_size(path: str) -> int:
 
 
 def _run_worker(impl: str, preset: str, size: int, batch: int, mode: str, variant: str, repeats: int,
-                original_repo: str | None, flow_out: str | None) -> dict:
+                original_repo: str | None, flow_out: str | None, loss: str = "fused", threads: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--preset", preset, "--size", str(size),
-           "--batch", str(batch), "--mode", mode, "--variant", variant, "--repeats", str(repeats)]
+           "--batch", str(batch), "--mode", mode, "--variant", variant, "--repeats", str(repeats), "--loss", loss,
+           "--threads", str(threads)]
     if original_repo:
         cmd += ["--original-repo", original_repo]
     if flow_out:
         cmd += ["--flow-out", flow_out]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, **KEEP_MEMORY) if variant == "keep_memory" else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -148,11 +230,15 @@ def main() -> None:
                         help="presets to measure, or checkpoint folders (trained weights give a realistic "
                         "output difference for the variants; measured at their config's crop size)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
-    parser.add_argument("--modes", nargs="+", default=["eval", "train"], choices=["eval", "train"])
+    parser.add_argument("--modes", nargs="+", default=["eval", "train"], choices=["eval", "train", "loss"])
+    parser.add_argument("--loss", default="fused", choices=["fused", "reference"],
+                        help="the full-resolution loss of our train step (default: fused)")
     parser.add_argument("--variants", nargs="+", default=["channels_last", "bf16"],
-                        choices=["fp32", "channels_last", "bf16", "compile"],
+                        choices=["fp32", "channels_last", "bf16", "compile", "keep_memory"],
                         help="variants besides fp32, which always runs first as the reference")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per measurement (default: torch's); 1 is steadier on a shared machine")
     parser.add_argument("--original-repo", help="checkout of the original CMP code, to time it side by side")
     parser.add_argument("--json", help="also write the results to this JSON file")
     # worker mode (internal)
@@ -181,21 +267,26 @@ def main() -> None:
             for mode in args.modes:
                 for batch in args.batches:
                     runs = [("motionprop", "fp32")]
-                    if args.original_repo:
+                    if mode == "loss":  # the original's loss is the reference formula: no checkout needed
+                        runs = [("reference", "fp32"), ("motionprop", "fp32")]
+                        runs += [("motionprop", v) for v in args.variants if v in ("compile", "keep_memory")]
+                    elif args.original_repo:
                         runs.append(("original", "fp32"))
-                    runs += [("motionprop", v) for v in args.variants if v != "fp32"]
+                    if mode != "loss":
+                        runs += [("motionprop", v) for v in args.variants if v != "fp32"]
                     base = None
                     ref_flow = None
                     for impl, variant in runs:
                         flow_out = str(Path(tmp) / f"{impl}_{variant}.pt") if mode == "eval" else None
-                        r = _run_worker(impl, preset, size, batch, mode, variant, args.repeats,
-                                        args.original_repo, flow_out)
+                        loss = "reference" if impl == "reference" else args.loss
+                        r = _run_worker("motionprop" if impl == "reference" else impl, preset, size, batch, mode,
+                                        variant, args.repeats, args.original_repo, flow_out, loss, args.threads)
                         r.update(preset=preset, size=size, mode=mode, batch=batch, impl=impl, variant=variant)
                         rows.append(r)
                         if "error" in r:
                             print(f"{preset[:30]:30s} {size:4d} {mode:5s} {batch:2d} {impl + '/' + variant:24s} ERROR {r['error']}")
                             continue
-                        if impl == "motionprop" and variant == "fp32":
+                        if base is None and variant == "fp32":
                             base = r["seconds"]
                         diff = ""
                         if flow_out:
@@ -208,6 +299,12 @@ def main() -> None:
                                 r["max_abs_flow_diff_px"] = (outputs["flow"] - ref_flow["flow"]).abs().max().item()
                                 diff = f"{r['rel_logit_err']:10.2g} {r['max_abs_flow_diff_px']:10.2g}"
                         ratio = f"{r['seconds'] / base:8.2f}" if base else ""
+                        if "forward" in r:
+                            diff = " ".join(f"{k[:3]} {r[k]:.3f}" for k in ("forward", "loss", "backward", "optimizer"))
+                            diff += f" CPU {r['cpu_seconds']:.3f}"
+                        if "extra_mb" in r:
+                            diff = (f"extra {r['extra_mb']:.0f} MB, CPU {r['cpu_seconds']:.3f} s, "
+                                    f"first call {r['first_call_s']:.2f} s")
                         print(f"{preset[:30]:30s} {size:4d} {mode:5s} {batch:2d} {impl + '/' + variant:24s} "
                               f"{r['seconds']:8.3f} {ratio:>8s} {r['peak_rss_mb']:8.0f} {diff:>21s}", flush=True)
     if args.json:

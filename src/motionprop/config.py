@@ -203,6 +203,7 @@ class TrainConfig:
     channels_last: bool = False
     sync_bn: bool = False
     loss_resolution: str = "full"
+    loss_impl: str = "fused"
     num_val_images: int = 4
     init: str = "original"
 
@@ -210,6 +211,7 @@ class TrainConfig:
         _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("train.amp", self.amp, ("none", "bf16", "fp16"))
         _check_choice("train.loss_resolution", self.loss_resolution, ("full", "output"))
+        _check_choice("train.loss_impl", self.loss_impl, ("fused", "reference"))
         _check_choice("train.init", self.init, ("original", "kaiming"))
         if self.grad_accum < 1:
             raise ConfigError(f"train.grad_accum must be >= 1, got {self.grad_accum}")

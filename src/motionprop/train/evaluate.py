@@ -57,4 +57,5 @@ def evaluate(checkpoint: str | os.PathLike, lists: Sequence[str | os.PathLike], 
     model = load_model(checkpoint, config=config, device=info.device)
     cfg = evaluation_config(model.config, lists, overrides, workers, batch_size)
     loader = build_val_loader(cfg, info)
-    return validate(model, model, loader, cfg, info, build_flow_loss(cfg.model), None, 0, progress=progress)
+    loss_fn = build_flow_loss(cfg.model, fused=cfg.train.loss_impl == "fused")
+    return validate(model, model, loader, cfg, info, loss_fn, None, 0, progress=progress)

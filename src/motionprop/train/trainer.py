@@ -194,7 +194,10 @@ def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractCo
 
 
 def compute_loss(loss_fn: nn.Module, output: torch.Tensor, target: torch.Tensor, resolution: str) -> torch.Tensor:
-    """The flow loss at the target's resolution (the original's) or, cheaper, at the output's."""
+    """The flow loss at the target's resolution (the original's) or, cheaper, at the output's.
+
+    Always float32, outside autocast (the fused loss also switches autocast off itself).
+    """
     output = output.float()
     if resolution == "output" and output.shape[-2:] != target.shape[-2:]:
         target = F.adaptive_avg_pool2d(target, output.shape[-2:])
@@ -393,7 +396,7 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
         raise InputError(f"{run_dir} already finished {start_iter} of {t.total_iter} iterations; "
                          "raise train.total_iter to train longer")
     train_loader, val_loader = build_loaders(cfg, info, start_iter)
-    loss_fn = build_flow_loss(cfg.model)
+    loss_fn = build_flow_loss(cfg.model, fused=t.loss_impl == "fused")
     log = MetricsLog(run_dir, info, start_iter, opts.tensorboard)
     image_dir = run_dir / "images"
     if info.is_main:
