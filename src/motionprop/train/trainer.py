@@ -150,6 +150,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 def _loader_options(cfg: Config, info: DistInfo) -> dict[str, Any]:
     workers = cfg.data.workers
+    if workers > 0:
+        _kill_workers_at_exit()
     return dict(num_workers=workers, pin_memory=info.device.type == "cuda", persistent_workers=workers > 0,
                 worker_init_fn=ignore_stop_signals if workers > 0 else None)
 
@@ -181,6 +183,44 @@ def ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _kill_workers_at_exit() -> None:
+    """At interpreter exit, SIGKILL the DataLoader workers still alive (registered once, in the main process).
+
+    Workers ignore SIGTERM (see :func:`ignore_stop_signals`), and
+    multiprocessing's own exit handler terminates daemonic children with
+    SIGTERM and then waits for them without a timeout: after an error that left
+    a loader's workers running, the process would never exit. atexit runs
+    this hook before multiprocessing's (it is registered later).
+    """
+    if _EXIT_HOOK:
+        return
+    import atexit
+
+    _EXIT_HOOK.append(True)
+    atexit.register(_kill_daemon_children)
+
+
+def _kill_daemon_children() -> None:
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)
+
+
+def close_loaders(*loaders: DataLoader | None) -> None:
+    """Stop the (persistent) worker processes of ``loaders`` now, not at garbage collection or exit."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            loader._iterator = None
 
 
 # --------------------------------------------------------------------------- steps
@@ -403,10 +443,12 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
                  f"process(es) on {info.device}, global batch {global_batch}, "
                  f"{len(train_loader.dataset)} training pairs")
 
-    result = _loop(cfg, opts, info, model, net, optimizer, scaler, loss_fn, train_loader, val_loader, log,
-                   image_dir, start_iter)
-    log.close()
-    return result
+    try:
+        return _loop(cfg, opts, info, model, net, optimizer, scaler, loss_fn, train_loader, val_loader, log,
+                     image_dir, start_iter)
+    finally:
+        log.close()
+        close_loaders(train_loader, val_loader)
 
 
 def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.Module,
