@@ -74,3 +74,35 @@ def read_json(path: str | os.PathLike, what: str) -> object:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: the same resolved path, or (both existing) the same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: "list[tuple[str, str | os.PathLike | None]]",
+                  inputs: "list[tuple[str, str | os.PathLike | None]]" = ()) -> None:
+    """Refuse an output path that is one of the inputs or another output of the same call.
+
+    ``outputs`` and ``inputs`` are (option, path) pairs; unset (None) paths are
+    skipped. The error names both options, before anything is read or written.
+    """
+    from .errors import InputError
+
+    seen: list[tuple[str, str | os.PathLike]] = []
+    for option, path in outputs:
+        if path is None or path == "":
+            continue
+        for in_option, in_path in inputs:
+            if in_path is not None and in_path != "" and same_file(path, in_path):
+                raise InputError(f"{option} {path} is the input {in_option}: refusing to overwrite an input")
+        for other_option, other in seen:
+            if same_file(path, other):
+                raise InputError(f"{option} {path} is also {other_option}: give each output its own file")
+        seen.append((option, path))

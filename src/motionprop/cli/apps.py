@@ -149,6 +149,20 @@ def _check_model_inputs(args: argparse.Namespace) -> None:
         raise InputError(f"--device {args.device}: no CUDA GPU is available here")
 
 
+def _input_paths(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(option, path) of every file a command reads: no output may be one of them."""
+    from pathlib import Path
+
+    from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+    inputs = [("--image", getattr(args, "image", None)), ("--guidance", getattr(args, "guidance", None)),
+              ("--batch", getattr(args, "batch", None)), ("--config", args.config),
+              ("--checkpoint", args.checkpoint)]
+    if Path(args.checkpoint).is_dir():
+        inputs += [("--checkpoint", Path(args.checkpoint) / name) for name in (WEIGHTS_FILE, CONFIG_FILE)]
+    return inputs
+
+
 def _read_guidance(args: argparse.Namespace, width: int, height: int) -> Any:
     from ..apps.guidance_file import Guidance, guidance_from_args, read_guidance
     from ..errors import InputError
@@ -193,6 +207,7 @@ def run_propagate(args: argparse.Namespace) -> int:
     from ..apps.guidance_file import write_guidance
     from ..apps.propagate import flow_picture, load_image, write_rgb
     from ..errors import InputError
+    from ..fileio import check_outputs
 
     _check_model_inputs(args)
     outputs = [args.out_flow, args.out_vis, args.out_guidance, args.out_confidence]
@@ -207,6 +222,9 @@ def run_propagate(args: argparse.Namespace) -> int:
         _check_output(args.out_guidance, (".json",), "--out-guidance")
     if args.max_flow is not None and args.max_flow <= 0:
         raise InputError(f"--max-flow must be positive, got {args.max_flow}")
+    check_outputs([("--out-flow", args.out_flow), ("--out-vis", args.out_vis),
+                   ("--out-guidance", args.out_guidance), ("--out-confidence", args.out_confidence)],
+                  _input_paths(args))
     image = load_image(args.image)
     height, width = image.shape[:2]
     guidance = _read_guidance(args, width, height)
@@ -251,6 +269,7 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..apps.animate import animate, check_writer, flow_scales, write_animation
     from ..apps.propagate import load_image
     from ..errors import InputError
+    from ..fileio import check_outputs
 
     _check_model_inputs(args)
     flow_scales(args.frames, args.mode)
@@ -260,6 +279,7 @@ def run_animate(args: argparse.Namespace) -> int:
         raise InputError(f"--max-side must be at least 16, got {args.max_side}")
     for out in args.out:
         check_writer(out)
+    check_outputs([("--out", out) for out in args.out], _input_paths(args))
     image = load_image(args.image)
     height, width = image.shape[:2]
     guidance = _read_guidance(args, width, height)
@@ -320,11 +340,14 @@ def _annotate_single(args: argparse.Namespace) -> int:
     from ..apps.guidance_file import Guidance
     from ..apps.propagate import load_image, write_rgb
     from ..errors import InputError
+    from ..fileio import check_outputs
 
     _check_output(args.out, (".png",), "--out")
     for option, path in (("--overlay", args.overlay), ("--out-score", args.out_score)):
         if path:
             _check_output(path, (".png", ".jpg", ".jpeg"), option)
+    check_outputs([("--out", args.out), ("--overlay", args.overlay), ("--out-score", args.out_score),
+                   ("--coco", args.coco)], _input_paths(args))
     positive = _click_points(args.positive, "--positive")
     negative = _click_points(args.negative, "--negative")
     if len(positive) == 0:
