@@ -96,6 +96,11 @@ CASES = {
                                       ("--overlay", "--out")),
     "animate --out twice": (["animate", "--checkpoint", "{ckpt}", "--image", "{image}", "--arrow", "10,10,3,1",
                              "--out", "{root}/a.gif", "--out", "{root}/a.gif"], ("--out", "a.gif")),
+    # export-encoder onto its checkpoint, or over a file without --force (item 3)
+    "export-encoder into its own checkpoint": (
+        ["export-encoder", "{ckpt}", "--out", "{ckpt}/model.safetensors"], ("model.safetensors", "input")),
+    "export-encoder over an existing file": (["export-encoder", "{ckpt}", "--out", "{encoder}"],
+                                             ("{encoder}", "--force")),
 }
 
 
@@ -104,3 +109,12 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, files, capsys
     argv, needles = CASES[case]
     run_bad(argv, needles, files, capsys)
 
+
+
+def test_export_encoder_force_replaces_an_output_that_is_not_an_input(files, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "encoder.safetensors"
+    out.write_bytes(b"old")
+    assert main(["export-encoder", str(files["ckpt"]), "--out", str(out), "--force"]) == 0
+    assert "conv1.weight" in load_file(out)

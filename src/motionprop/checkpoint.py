@@ -303,13 +303,28 @@ def encoder_state(model: CMP, fmt: str = "motionprop") -> dict[str, torch.Tensor
 
 
 def export_encoder(checkpoint: str | Path, out: str | Path, fmt: str = "motionprop",
-                   config: str | Path | Config | ModelConfig | None = None) -> Path:
+                   config: str | Path | Config | ModelConfig | None = None, overwrite: bool = False) -> Path:
     """Write the image encoder of a checkpoint alone, for fine-tuning on downstream tasks (atomically).
 
     ``motionprop`` format writes a ``.safetensors`` with the encoder name and
     width in its metadata; ``torchvision`` format writes a ``.pth`` state dict
-    (``torch.load`` it and ``load_state_dict(..., strict=False)``).
+    (``torch.load`` it and ``load_state_dict(..., strict=False)``). An existing
+    ``out`` is replaced only with ``overwrite``, and never when it is an input.
     """
+    from .fileio import same_file
+
+    inputs = [Path(checkpoint)]
+    if Path(checkpoint).is_dir():
+        inputs += [Path(checkpoint) / WEIGHTS_FILE, Path(checkpoint) / CONFIG_FILE]
+    if isinstance(config, (str, Path)):
+        inputs.append(Path(config))
+    for path in inputs:
+        if same_file(out, path):
+            raise CheckpointError(f"output {out} is the input {path}: choose another output file")
+    if Path(out).is_dir():
+        raise CheckpointError(f"output {out} is a folder: give a file name")
+    if Path(out).exists() and not overwrite:
+        raise CheckpointError(f"output file already exists: {out} (choose another name or use --force)")
     model = load_model(checkpoint, config)
     state = encoder_state(model, fmt)
     out = Path(out)
