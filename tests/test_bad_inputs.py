@@ -101,6 +101,11 @@ CASES = {
         ["export-encoder", "{ckpt}", "--out", "{ckpt}/model.safetensors"], ("model.safetensors", "input")),
     "export-encoder over an existing file": (["export-encoder", "{ckpt}", "--out", "{encoder}"],
                                              ("{encoder}", "--force")),
+    # convert --force into a folder holding its source (item 4)
+    "convert --force into the source's folder": (
+        ["convert", "{original}", "--out", "{experiment}", "--force"], ("{experiment}", "source")),
+    "convert --force a checkpoint onto itself": (["convert", "{ckpt}", "--out", "{ckpt}", "--force"],
+                                                 ("{ckpt}", "source")),
 }
 
 
@@ -110,7 +115,6 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, files, capsys
     run_bad(argv, needles, files, capsys)
 
 
-
 def test_export_encoder_force_replaces_an_output_that_is_not_an_input(files, tmp_path):
     from safetensors.torch import load_file
 
@@ -118,3 +122,13 @@ def test_export_encoder_force_replaces_an_output_that_is_not_an_input(files, tmp
     out.write_bytes(b"old")
     assert main(["export-encoder", str(files["ckpt"]), "--out", str(out), "--force"]) == 0
     assert "conv1.weight" in load_file(out)
+
+
+def test_convert_force_replaces_a_folder_that_holds_no_input(files, tmp_path, capsys):
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    (folder / "stale.txt").write_text("from an earlier conversion")
+    assert main(["convert", str(files["original"]), "--out", str(folder), "--force"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["converted"]  # no temporaries left beside it
+    motionprop.load_model(folder)

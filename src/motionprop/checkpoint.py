@@ -80,10 +80,9 @@ def save_model(directory: str | Path, model: CMP, extra: Mapping[str, Any] | Non
     if directory.exists():
         if not overwrite:
             raise CheckpointError(f"output folder already exists: {directory} (choose another or remove it)")
-        import shutil
-
-        shutil.rmtree(directory)
-    with atomic_dir(directory) as tmp:
+        if not directory.is_dir():
+            raise CheckpointError(f"output {directory} is a file, not a checkpoint folder")
+    with atomic_dir(directory, replace=overwrite) as tmp:  # the old folder stays until the new one is whole
         write_model_files(tmp, model, extra)
     return directory
 
@@ -254,7 +253,18 @@ def load_model(path: str | Path, config: str | Path | Config | ModelConfig | Non
 
 def convert_original(src: str | Path, config: str | Path | Config | ModelConfig | None, out_dir: str | Path,
                      overwrite: bool = False) -> Path:
-    """Original release file -> motionprop checkpoint folder; returns the folder."""
+    """Original release file -> motionprop checkpoint folder; returns the folder.
+
+    ``overwrite`` replaces an existing folder, but never one that holds an input
+    (the source or its config; a config found beside the source is inside any
+    folder that holds the source).
+    """
+    from .fileio import is_within
+
+    for what, path in (("source", src), ("config", config)):
+        if isinstance(path, (str, Path)) and Path(path).exists() and is_within(path, out_dir):
+            raise CheckpointError(f"output folder {out_dir} holds the {what} {path}: choose another output "
+                                  "folder (it would be replaced)")
     cfg, state, extra = read_checkpoint(src, config)
     model = CMP(cfg)
     load_state_strict(model, state, src)
