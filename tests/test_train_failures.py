@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,3 +79,44 @@ def test_train_with_a_worker_exits_with_one_line_after_a_bad_validation_pair(tin
                     "--no-progress", *TINY, "data.workers=1", "train.total_iter=2", "train.val_freq=1",
                     "model.image_encoder=resnet18", f"data.train_source=[{train_list}]", f"data.val_source=[{bad}]")
     _one_error_line(proc, "corrupt.jpg")
+
+
+def _bad_at_iteration(tiny_data, tmp_path: Path, iteration: int) -> Path:  # noqa: F811
+    """The training list with a corrupt pair placed where the sampler (seed 0, batch 2) first draws it at
+    ``iteration``."""
+    from motionprop.data.dataset import read_pair_list
+    from motionprop.train.sampler import IterationSampler
+
+    size = len(read_pair_list(tiny_data[0])) + 1
+    index, _ = IterationSampler(size, 100, 2).key(2 * iteration)
+    return _list_with(tmp_path, tiny_data[0], _corrupt_pair(tmp_path, tiny_data[0]), index)
+
+
+def test_a_missing_listed_file_fails_before_the_first_iteration(tiny_data, tmp_path):  # noqa: F811
+    bad = _list_with(tmp_path, tiny_data[0], f"{tmp_path}/gone.jpg {tmp_path}/b.jpg {tmp_path}/c.flo", 7)
+    cfg = tiny_config(tiny_data, f"data.train_source=[{bad}]", "train.total_iter=50")
+    with pytest.raises(motionprop.InputError, match=r"pair 8: file not found: .*gone.jpg"):
+        train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_error_mid_run_saves_a_checkpoint_naming_the_file(tiny_data, tmp_path):  # noqa: F811
+    bad = _bad_at_iteration(tiny_data, tmp_path, 3)
+    cfg = tiny_config(tiny_data, f"data.train_source=[{bad}]", "train.total_iter=50", "train.save_freq=1000",
+                      "train.val_freq=1000")
+    with pytest.raises(motionprop.InputError, match=r"corrupt.jpg.*saved a checkpoint at iteration 3"):
+        train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["iter_0000003"]
+    motionprop.load_model(tmp_path / "run" / "checkpoints" / "iter_0000003")
+
+
+def test_skip_bad_skips_and_counts_bad_pairs(tiny_data, tmp_path):  # noqa: F811
+    bad = _bad_at_iteration(tiny_data, tmp_path, 1)
+    messages = []
+    cfg = tiny_config(tiny_data, f"data.train_source=[{bad}]", "train.total_iter=3", "data.skip_bad=true",
+                      "train.val_freq=1000")
+    result = train(cfg, TrainOptions(tmp_path / "run", progress=False, log=messages.append))
+    assert result.iteration == 3
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x.get("skipped", 0) for x in lines if x["split"] == "train"] == [0, 1, 1]
+    assert any("skipped 1 bad pair" in m for m in messages)

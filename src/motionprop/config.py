@@ -129,6 +129,7 @@ class DataConfig:
     batch_size: int = 12
     batch_size_val: int = 1
     workers: int = 2
+    skip_bad: bool = False  # training: a pair that cannot be read is replaced by the next one, and counted
 
     def validate(self) -> None:
         _check_choice("data.flow_file_type", self.flow_file_type, FLOW_FILE_TYPES)

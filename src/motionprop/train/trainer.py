@@ -32,7 +32,7 @@ from ..baselines import end_point_error, idw_fill, nearest_fill
 from ..checkpoint import load_state_strict, read_checkpoint
 from ..config import Config
 from ..data.dataset import ImageFlowDataset
-from ..errors import InputError, MotionpropError
+from ..errors import FlowFileError, InputError, MotionpropError
 from ..losses import build_flow_loss
 from ..models import CMP, create_model
 from .checkpoints import (list_checkpoints, load_train_state, rng_state, save_training_checkpoint,
@@ -119,12 +119,31 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
     return cfg
 
 
-def _check_sources(cfg: Config) -> None:
+def _check_sources(cfg: Config, log: Any = print) -> None:
+    """Every list file, and every file they list, exists (a stat each: fast) before anything is trained.
+
+    A missing file is an error naming it, unless ``data.skip_bad``: then missing
+    training files are counted here and their pairs skipped in training.
+    """
+    from ..data.dataset import read_pair_list
+
     if not cfg.data.train_source:
         raise InputError("data.train_source is empty: give the list files of the training pairs")
     for path in [*cfg.data.train_source, *cfg.data.val_source]:
         if not Path(path).is_file():
             raise InputError(f"list file not found: {path}")
+    for source, skippable in ((cfg.data.train_source, cfg.data.skip_bad), (cfg.data.val_source, False)):
+        missing = 0
+        for list_path in source:
+            for number, record in enumerate(read_pair_list(list_path), 1):
+                for path in (record.image1, record.image2, *record.flow):
+                    if not Path(path).is_file():
+                        if not skippable:
+                            raise InputError(f"{list_path}: pair {number}: file not found: {path}")
+                        missing += 1
+        if missing:
+            log(f"motionprop train: warning: {missing} listed training file(s) are missing; their pairs will be "
+                "skipped (data.skip_bad)")
 
 
 def build_model(cfg: Config, info: DistInfo) -> tuple[CMP, nn.Module]:
@@ -159,7 +178,7 @@ def _loader_options(cfg: Config, info: DistInfo) -> dict[str, Any]:
 def build_loaders(cfg: Config, info: DistInfo, start_iter: int) -> tuple[DataLoader, DataLoader | None]:
     """Training loader (this rank's share of an iteration-based stream) and validation loader."""
     d, t = cfg.data, cfg.train
-    train_set = ImageFlowDataset(d.train_source, d, train=True, seed=t.seed, load_image2=False)
+    train_set = ImageFlowDataset(d.train_source, d, train=True, seed=t.seed, skip_bad=d.skip_bad, load_image2=False)
     sampler = IterationSampler(len(train_set), t.total_iter, d.batch_size, info.world_size, info.rank,
                                t.grad_accum, t.seed, start_iter)
     train_loader = DataLoader(train_set, batch_size=d.batch_size, sampler=sampler, **_loader_options(cfg, info))
@@ -415,7 +434,7 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
 def train(cfg: Config, opts: TrainOptions) -> TrainResult:
     """Train CMP as ``cfg`` says, in ``opts.run_dir``; resumable, interruptible, distributed under torchrun."""
     info = init_distributed(opts.device)
-    _check_sources(cfg)  # before the run folder is made: a typo must not leave a half-made run behind
+    _check_sources(cfg, opts.log if info.is_main else lambda *_: None)  # before the run folder is made
     cfg = prepare_run_dir(cfg, opts, info)
     run_dir = Path(opts.run_dir)
     t = cfg.train
@@ -458,7 +477,8 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
     t = cfg.train
     run_dir = Path(opts.run_dir)
     bar = _progress(opts, info, start_iter, t.total_iter)
-    batches = iter(train_loader)
+    skipped = [0]
+    batches = _counting_skipped(iter(train_loader), skipped)
     iteration = start_iter
     last_ckpt: Path | None = None
     val_metrics: dict[str, float] = {}
@@ -481,7 +501,11 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
             for group in optimizer.param_groups:
                 group["lr"] = lr
             tick = time.monotonic()
-            loss_value, data_time = _train_step(cfg, info, net, optimizer, scaler, loss_fn, batches)
+            try:
+                loss_value, data_time = _train_step(cfg, info, net, optimizer, scaler, loss_fn, batches)
+            except (InputError, FlowFileError) as exc:
+                bar.close()
+                raise _data_error(exc, iteration, start_iter, save, info) from None
             iteration += 1
             loss_mean = all_reduce_sum(torch.tensor([loss_value], device=info.device), info).item() / info.world_size
             if not math.isfinite(loss_mean):
@@ -496,9 +520,14 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
             bar.update(1)
             bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{lr:.2g}", data=f"{data_time:.2f}s")
             if iteration % t.print_freq == 0 or iteration == t.total_iter:
+                window["skipped"] = skipped[0]
                 _log_train(log, iteration, lr, window, cfg, info, opts, bar)
             if val_loader is not None and (iteration % t.val_freq == 0 or iteration == t.total_iter):
-                val_metrics = validate(model, net, val_loader, cfg, info, loss_fn, image_dir, iteration)
+                try:
+                    val_metrics = validate(model, net, val_loader, cfg, info, loss_fn, image_dir, iteration)
+                except (InputError, FlowFileError) as exc:
+                    bar.close()
+                    raise _data_error(exc, iteration, start_iter, save, info) from None
                 log.write({"iter": iteration, "split": "val", "lr": lr, **val_metrics})
                 if info.is_main:
                     (opts.log if bar.disable else bar.write)(_val_line(iteration, val_metrics))
@@ -516,9 +545,31 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
         reason = f"signal {stop.signal}" if stop.signal else "time limit"
         opts.log(f"motionprop train: stopped at iteration {iteration} ({reason}); checkpoint saved, "
                  f"continue with --resume")
+    if skipped[0] and info.is_main:
+        opts.log(f"motionprop train: skipped {skipped[0]} bad pair(s) (data.skip_bad); see the warnings above")
     if stopped_early and stop.signal is not None:
         raise KeyboardInterrupt
     return TrainResult(iteration, stopped_early, last_ckpt, val_metrics, model, info.is_main)
+
+
+def _counting_skipped(batches: Iterator[dict[str, torch.Tensor]], count: list[int]
+                      ) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches, adding the number of bad pairs the dataset skipped (``data.skip_bad``) to ``count[0]``."""
+    for batch in batches:
+        if "skipped" in batch:
+            count[0] += int(batch["skipped"].sum())
+        yield batch
+
+
+def _data_error(exc: Exception, iteration: int, start_iter: int, save: Any, info: DistInfo) -> InputError:
+    """The error to stop on after a pair could not be read mid-run, once the progress made is saved."""
+    hint = "fix or remove that pair (or set data.skip_bad=true to skip bad pairs), then --resume"
+    if iteration <= start_iter:
+        return InputError(f"{exc}; nothing to save yet: {hint}")
+    if info.distributed:  # the other processes are not at a point where all can save together
+        return InputError(f"{exc}; stopped at iteration {iteration} without saving: {hint}")
+    path = save()
+    return InputError(f"{exc}; saved a checkpoint at iteration {iteration} ({path}): {hint}")
 
 
 def _train_step(cfg: Config, info: DistInfo, net: nn.Module, optimizer: torch.optim.Optimizer,
@@ -564,6 +615,8 @@ def _log_train(log: MetricsLog, iteration: int, lr: float, window: dict[str, flo
     record = {"iter": iteration, "split": "train", "loss": window["loss"] / n, "lr": lr,
               "data_time": window["data"] / n, "iter_time": window["step"] / n,
               "samples_per_s": samples * n / max(window["step"], 1e-9)}
+    if window.get("skipped"):
+        record["skipped"] = int(window["skipped"])  # bad pairs skipped so far (data.skip_bad)
     log.write(record)
     if info.is_main and bar.disable:
         opts.log(f"iter {iteration}: loss {record['loss']:.4f} lr {lr:.3g} "
