@@ -50,6 +50,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     encoder.write_bytes(b"an earlier export")
     guidance = root / "guidance.json"
     write_guidance(guidance, Guidance([[5, 5, 2, 0]]), (64, 48))
+    (root / "empty.png").write_bytes(b"")
+    (root / "list.txt").write_text("a.jpg b.jpg c.flo\n")
+    (root / "text.pth.tar").write_text("not a checkpoint, just text\n")
+    (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     return {"root": root, "ckpt": ckpt, "weights": ckpt / "model.safetensors", "image": image,
             "experiment": experiment, "original": original, "encoder": encoder, "guidance": guidance}
 
@@ -96,6 +100,40 @@ CASES = {
                                       ("--overlay", "--out")),
     "animate --out twice": (["animate", "--checkpoint", "{ckpt}", "--image", "{image}", "--arrow", "10,10,3,1",
                              "--out", "{root}/a.gif", "--out", "{root}/a.gif"], ("--out", "a.gif")),
+    "propagate --out-vis under a file": (PROPAGATE + ["--out-vis", "{image}/vis.png"], ("--out-vis", "is a file")),
+    "propagate --out-flow onto a device": (PROPAGATE + ["--out-flow", "/dev/full"], ("--out-flow", "/dev/full")),
+    # one line instead of a traceback (item 10) and arguments out of range (items 9, 13)
+    "propagate an empty image file": (["propagate", "--checkpoint", "{ckpt}", "--image", "{root}/empty.png",
+                                       "--arrow", "1,1,1,1", "--out-vis", "{root}/v.png"], ("empty", "empty.png")),
+    "propagate a folder as --image": (["propagate", "--checkpoint", "{ckpt}", "--image", "{root}",
+                                       "--arrow", "1,1,1,1", "--out-vis", "{root}/v.png"], ("{root}", "folder")),
+    "propagate a huge arrow": (["propagate", "--checkpoint", "{ckpt}", "--image", "{image}", "--arrow",
+                                "10,10,1e38,1", "--out-vis", "{root}/v.png"], ("arrow 10,10,1e+38,1", "range")),
+    "propagate --max-flow nan": (PROPAGATE + ["--out-vis", "{root}/v.png", "--max-flow", "nan"], ("--max-flow",)),
+    "propagate a guidance file nested 100k deep": (
+        PROPAGATE + ["--guidance", "{root}/deep.json", "--out-vis", "{root}/v.png"], ("deep.json", "nested")),
+    "animate --fps nan": (["animate", "--checkpoint", "{ckpt}", "--image", "{image}", "--arrow", "10,10,3,1",
+                           "--out", "{root}/a.gif", "--fps", "nan"], ("--fps",)),
+    "animate --fps inf": (["animate", "--checkpoint", "{ckpt}", "--image", "{image}", "--arrow", "10,10,3,1",
+                           "--out", "{root}/a.gif", "--fps", "inf"], ("--fps",)),
+    "annotate --zoom 1": (ANNOTATE + ["--out", "{root}/m.png", "--zoom", "1"], ("--zoom",)),
+    "annotate --zoom nan": (ANNOTATE + ["--out", "{root}/m.png", "--zoom", "nan"], ("--zoom",)),
+    "annotate --velocity nan": (ANNOTATE + ["--out", "{root}/m.png", "--velocity", "nan"], ("--velocity",)),
+    "convert a text file as .pth.tar": (["convert", "{root}/text.pth.tar", "--config", "resnet50_yfcc_voc_16gpu_42k",
+                                         "--out", "{root}/converted"], ("text.pth.tar", "not a readable")),
+    "train data.short_size=0": (["train", "--config", "resnet50_yfcc_voc_16gpu_42k", "--out", "{root}/run",
+                                 "data.short_size=0"], ("data.short_size",)),
+    "train train.lr=-1": (["train", "--config", "resnet50_yfcc_voc_16gpu_42k", "--out", "{root}/run",
+                           "train.lr=-1"], ("train.lr",)),
+    "train data.mean=[1,2]": (["train", "--config", "resnet50_yfcc_voc_16gpu_42k", "--out", "{root}/run",
+                               "data.mean=[1,2]"], ("data.mean",)),
+    "train --device bogus": (["train", "--config", "resnet50_yfcc_voc_16gpu_42k", "--out", "{root}/run",
+                              "--device", "bogus", "data.train_source=[{root}/list.txt]"], ("--device", "bogus")),
+    "train --time-limit 0": (["train", "--config", "resnet50_yfcc_voc_16gpu_42k", "--out", "{root}/run",
+                              "--time-limit", "0"], ("--time-limit",)),
+    "train --time-limit nan": (["train", "--config", "resnet50_yfcc_voc_16gpu_42k", "--out", "{root}/run",
+                                "--time-limit", "nan"], ("--time-limit",)),
+    "evaluate --device bogus": (["evaluate", "{ckpt}", "{root}/list.txt", "--device", "bogus"], ("--device",)),
     # export-encoder onto its checkpoint, or over a file without --force (item 3)
     "export-encoder into its own checkpoint": (
         ["export-encoder", "{ckpt}", "--out", "{ckpt}/model.safetensors"], ("model.safetensors", "input")),
@@ -132,3 +170,43 @@ def test_convert_force_replaces_a_folder_that_holds_no_input(files, tmp_path, ca
     assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["converted"]  # no temporaries left beside it
     motionprop.load_model(folder)
+
+
+def test_kitti_png_refuses_flow_beyond_its_range_and_writes_nothing(tmp_path):
+    from motionprop.data.flow_io import read_flow_with_valid, write_flow
+    from motionprop.errors import FlowFileError
+
+    flow = np.zeros((4, 5, 2), np.float32)
+    flow[1, 2] = (600.0, -3.0)
+    with pytest.raises(FlowFileError, match="does not fit a KITTI PNG"):
+        write_flow(tmp_path / "f.png", flow)
+    assert list(tmp_path.iterdir()) == []
+    flow[1, 2] = (511.0, -512.0)  # the edges of the range still round-trip
+    write_flow(tmp_path / "f.png", flow)
+    back, valid = read_flow_with_valid(tmp_path / "f.png")
+    assert valid.all() and np.array_equal(back, flow)
+
+
+def test_load_image_converts_uint16_and_refuses_float_0_to_1():
+    from motionprop.apps.propagate import load_image
+    from motionprop.errors import InputError
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), np.uint8)
+    assert np.array_equal(load_image(rgb.astype(np.uint16) * 257), rgb)
+    assert np.array_equal(load_image(rgb.astype(np.float64)), rgb)
+    with pytest.raises(InputError, match="0..1"):
+        load_image(rgb / 255.0)
+    with pytest.raises(InputError, match="non-finite"):
+        load_image(np.full((2, 2, 3), np.nan))
+
+
+def test_a_closed_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "motionprop", "presets", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # as 'head -1' does once it has its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -121,7 +121,7 @@ def _read_torch_pickle(path: Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, struct.error, UnicodeDecodeError) as exc:
+            TypeError, struct.error, UnicodeDecodeError, KeyError, IndexError, OverflowError, MemoryError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
 

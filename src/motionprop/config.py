@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,21 @@ class DataConfig:
             _check_choice("data.sample_strategy", s, SAMPLE_STRATEGIES)
         if (self.short_size is None) == (self.long_size is None):
             raise ConfigError("exactly one of data.short_size and data.long_size must be set")
-        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+        for name in ("short_size", "long_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (tuple, list)) and len(value) == 3
+                    and all(_is_number(v) and math.isfinite(v) for v in value)):
+                raise ConfigError(f"data.{name} must be 3 numbers (R, G, B), got {value!r}")
+        if not all(v > 0 for v in self.std):
+            raise ConfigError(f"data.std must be positive, got {list(self.std)}")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers must be >= 0, got {self.workers}")
+        if (len(self.crop_size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                 for v in self.crop_size) or min(self.crop_size) < 1):
             raise ConfigError(f"data.crop_size must be [height, width], got {list(self.crop_size)}")
         if not 0 < self.bg_ratio <= 1:
             raise ConfigError(f"data.bg_ratio must be in (0, 1], got {self.bg_ratio}")
@@ -189,6 +204,12 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.total_iter < 1:
             raise ConfigError(f"train.total_iter must be positive, got {self.total_iter}")
+        for name in ("lr", "momentum", "weight_decay", "beta1", "grad_clip"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"train.{name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ConfigError("train.lr must be positive, got 0")
         if len(self.lr_steps) != len(self.lr_mults):
             raise ConfigError(f"train.lr_steps {self.lr_steps} and train.lr_mults {self.lr_mults} differ in length")
         if list(self.lr_steps) != sorted(self.lr_steps):
@@ -222,6 +243,10 @@ class Config:
 
     def replace(self, **sections: Any) -> "Config":
         return dataclasses.replace(self, **sections)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

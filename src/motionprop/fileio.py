@@ -82,6 +82,8 @@ def read_json(path: str | os.PathLike, what: str) -> object:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to be a {what}") from None
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -113,6 +115,13 @@ def check_outputs(outputs: "list[tuple[str, str | os.PathLike | None]]",
     for option, path in outputs:
         if path is None or path == "":
             continue
+        if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+            raise InputError(f"{option} {path} is not a regular file (a device or pipe): refusing to replace it")
+        parent = Path(os.path.abspath(path)).parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{option} {path}: {parent} is a file, not a folder")
         for in_option, in_path in inputs:
             if in_path is not None and in_path != "" and same_file(path, in_path):
                 raise InputError(f"{option} {path} is the input {in_option}: refusing to overwrite an input")

@@ -80,9 +80,13 @@ def _join(base: Path | None, path: str) -> str:
 
 def read_image_rgb(path: str) -> np.ndarray:
     """An image file as uint8 RGB (H, W, 3); an unreadable file is an error naming it."""
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder, not an image")
     data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
     if data is None:
         raise InputError(f"image not found: {path}")
+    if data.size == 0:
+        raise InputError(f"image file is empty: {path}")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(f"cannot decode image: {path}")

@@ -548,7 +548,9 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
     if skipped[0] and info.is_main:
         opts.log(f"motionprop train: skipped {skipped[0]} bad pair(s) (data.skip_bad); see the warnings above")
     if stopped_early and stop.signal is not None:
-        raise KeyboardInterrupt
+        interrupted = KeyboardInterrupt()
+        interrupted.signum = stop.signal  # the command line exits with 128 + signal (130 Ctrl-C, 143 SIGTERM)
+        raise interrupted
     return TrainResult(iteration, stopped_early, last_ckpt, val_metrics, model, info.is_main)
 
 
