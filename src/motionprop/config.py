@@ -284,10 +284,18 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(default, int) and default is not None and not isinstance(value, int):
+    if isinstance(default, float) and not isinstance(value, float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if isinstance(default, int) and default is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(value)
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        if any(isinstance(v, (list, dict, tuple)) or v is None for v in value):
+            raise ConfigError(f"{name} must be a list of plain values, got {value!r}")
+        return tuple(value) if isinstance(default, tuple) else list(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
     return value
 
 
@@ -308,7 +316,12 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         name=str(raw.get("name", "")),
         description=str(raw.get("description", "")),
     )
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except (TypeError, ValueError) as exc:  # e.g. a list of strings where numbers belong
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"a config value has the wrong type ({exc})") from None
 
 
 # Keys of the original config.yaml that have no effect here (cluster, logging or
@@ -457,5 +470,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         section, key = dotted.split(".", 1)
         if section not in ("model", "data", "train"):
             raise ConfigError(f"override {item!r}: unknown section {section!r}; use model, data or train")
-        raw[section][key] = yaml.safe_load(value)
+        try:
+            raw[section][key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", "") or exc).split())
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
     return config_from_dict(raw)
