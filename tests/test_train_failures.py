@@ -120,3 +120,24 @@ def test_skip_bad_skips_and_counts_bad_pairs(tiny_data, tmp_path):  # noqa: F811
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x.get("skipped", 0) for x in lines if x["split"] == "train"] == [0, 1, 1]
     assert any("skipped 1 bad pair" in m for m in messages)
+
+
+def test_a_refused_resume_or_a_failed_start_writes_nothing(tiny_data, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_data, "train.total_iter=2", "train.val_freq=1000", "data.flip=true")
+    train(cfg, TrainOptions(run, progress=False, log=lambda *_: None))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    shorter = tiny_config(tiny_data, "train.total_iter=1", "train.val_freq=1000")  # loses data.flip
+    with pytest.raises(motionprop.InputError, match="already finished 2 of 1"):
+        train(shorter, TrainOptions(run, resume=True, progress=False, log=lambda *_: None))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed: the failed start below needs it missing")
+    with pytest.raises(motionprop.InputError, match="tensorboard"):  # a failed --force start keeps the old run
+        train(cfg, TrainOptions(run, force=True, tensorboard=True, progress=False, log=lambda *_: None))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    with pytest.raises(motionprop.InputError, match="tensorboard"):  # and a failed new start leaves no folder
+        train(cfg, TrainOptions(tmp_path / "new", tensorboard=True, progress=False, log=lambda *_: None))
+    assert not (tmp_path / "new").exists()

@@ -76,10 +76,12 @@ class TrainResult:
 
 
 def prepare_run_dir(cfg: Config, opts: TrainOptions, info: DistInfo) -> Config:
-    """Create (or check) the run folder on rank 0 and save the config; returns the config to train with.
+    """Check the run folder on rank 0; returns the config to train with. Nothing is written yet.
 
     A run folder is never overwritten without ``force``. On resume, the saved
-    config is used and must build the same model as the one given.
+    config is used and must build the same model as the one given. The folder
+    is made (or replaced, or its config updated) by :func:`start_run_dir` once
+    the first iteration has trained, so a refused or failed start changes nothing.
     """
     run_dir = Path(opts.run_dir)
     error = None
@@ -95,8 +97,6 @@ def prepare_run_dir(cfg: Config, opts: TrainOptions, info: DistInfo) -> Config:
 
 
 def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
-    import shutil
-
     from ..config import load_config
 
     saved = run_dir / "config.yaml"
@@ -107,16 +107,26 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
         if previous.model != cfg.model:
             raise InputError(f"--resume: the model in {saved} differs from the config given; "
                              "resume without --config to use the saved one")
-        saved.write_text(cfg.to_yaml())  # e.g. a longer train.total_iter
         return cfg
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not opts.force:
-            raise InputError(f"run folder {run_dir} already exists and is not empty; use --resume to continue "
-                             "it or --force to start over (deletes it)")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"run folder {run_dir} is a file")
+    if run_dir.exists() and any(run_dir.iterdir()) and not opts.force:
+        raise InputError(f"run folder {run_dir} already exists and is not empty; use --resume to continue "
+                         "it or --force to start over (deletes it)")
+    return cfg
+
+
+def start_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> None:
+    """Make the run folder (``force``: replace the old one) and save its config, atomically (rank 0)."""
+    import shutil
+
+    from ..fileio import atomic_path
+
+    if not opts.resume and opts.force and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(cfg.to_yaml())
-    return cfg
+    with atomic_path(run_dir / "config.yaml") as tmp:  # on resume e.g. a longer train.total_iter
+        tmp.write_text(cfg.to_yaml())
 
 
 def _check_sources(cfg: Config, log: Any = print) -> None:
@@ -346,17 +356,26 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         self.enabled = info.is_main
         self.writer = None
+        self.start_iter = start_iter
+        self.tensorboard = tensorboard and self.enabled
+        if self.tensorboard:
+            try:
+                import torch.utils.tensorboard  # noqa: F401  (checked before the run starts)
+            except ImportError:
+                raise InputError("--tensorboard needs the tensorboard package: pip install 'motionprop[tensorboard]'")
+
+    def open(self) -> None:
+        """Start writing (once the run folder exists): drop lines past the restart point, open TensorBoard."""
         if not self.enabled:
             return
+        start_iter, tensorboard, run_dir = self.start_iter, self.tensorboard, self.path.parent
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("iter", 0) <= start_iter]
             self.path.write_text("".join(line + "\n" for line in kept))
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise InputError("--tensorboard needs the tensorboard package: pip install 'motionprop[tensorboard]'")
+            from torch.utils.tensorboard import SummaryWriter
+
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -462,9 +481,15 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
                  f"process(es) on {info.device}, global batch {global_batch}, "
                  f"{len(train_loader.dataset)} training pairs")
 
+    def start_run() -> None:
+        if info.is_main:
+            start_run_dir(cfg, opts, run_dir)
+            log.open()
+        barrier(info)
+
     try:
         return _loop(cfg, opts, info, model, net, optimizer, scaler, loss_fn, train_loader, val_loader, log,
-                     image_dir, start_iter)
+                     image_dir, start_iter, start_run)
     finally:
         log.close()
         close_loaders(train_loader, val_loader)
@@ -473,7 +498,8 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
 def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.Module,
           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, loss_fn: nn.Module,
           train_loader: DataLoader, val_loader: DataLoader | None, log: MetricsLog, image_dir: Path,
-          start_iter: int) -> TrainResult:
+          start_iter: int, start_run: Any = lambda: None) -> TrainResult:
+    """Train from ``start_iter``; ``start_run()`` is called once the first iteration has trained."""
     t = cfg.train
     run_dir = Path(opts.run_dir)
     bar = _progress(opts, info, start_iter, t.total_iter)
@@ -513,6 +539,8 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
                 raise TrainingStopped(
                     f"loss became {loss_mean} at iteration {iteration}; stopped without saving. The last good "
                     f"checkpoint is in {run_dir / 'checkpoints'}; lower train.lr or check the data, then --resume")
+            if iteration == start_iter + 1:
+                start_run()
             window["loss"] += loss_mean
             window["data"] += data_time
             window["step"] += time.monotonic() - tick
