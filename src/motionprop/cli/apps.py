@@ -295,7 +295,7 @@ def run_animate(args: argparse.Namespace) -> int:
         frames = animate(propagator, guidance.arrows, guidance.still_points, args.frames, args.mode,
                          max_side=args.max_side, progress=not args.no_progress)
     for out in args.out:
-        write_animation(out, frames, args.fps)
+        write_animation(out, frames, args.fps, keep=[p for _, p in _input_paths(args) if p])
         print(f"wrote {out} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]}, {args.fps:g} fps)")
     return 0
 
