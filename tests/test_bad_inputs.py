@@ -51,11 +51,25 @@ def files(tmp_path_factory) -> dict[str, Path]:
     guidance = root / "guidance.json"
     write_guidance(guidance, Guidance([[5, 5, 2, 0]]), (64, 48))
     (root / "empty.png").write_bytes(b"")
+    (root / "huge.png").write_bytes(_png_header(50000, 50000))
+    cv2.imwrite(str(root / "thin.png"), np.zeros((4, 2000, 3), np.uint8))
     (root / "list.txt").write_text("a.jpg b.jpg c.flo\n")
     (root / "text.pth.tar").write_text("not a checkpoint, just text\n")
     (root / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     return {"root": root, "ckpt": ckpt, "weights": ckpt / "model.safetensors", "image": image,
             "experiment": experiment, "original": original, "encoder": encoder, "guidance": guidance}
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header declares ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
 
 
 def _checksums(root: Path) -> dict[str, str]:
@@ -109,6 +123,11 @@ CASES = {
                                        "--arrow", "1,1,1,1", "--out-vis", "{root}/v.png"], ("{root}", "folder")),
     "propagate a huge arrow": (["propagate", "--checkpoint", "{ckpt}", "--image", "{image}", "--arrow",
                                 "10,10,1e38,1", "--out-vis", "{root}/v.png"], ("arrow 10,10,1e+38,1", "range")),
+    "propagate a PNG declaring 50000x50000": (["propagate", "--checkpoint", "{ckpt}", "--image", "{root}/huge.png",
+                                               "--arrow", "1,1,1,1", "--out-vis", "{root}/v.png"],
+                                              ("huge.png", "MOTIONPROP_MAX_IMAGE_PIXELS")),
+    "propagate a 2000x4 image": (["propagate", "--checkpoint", "{ckpt}", "--image", "{root}/thin.png",
+                                  "--arrow", "1,1,1,1", "--out-vis", "{root}/v.png"], ("2000x4", "aspect ratio")),
     "propagate --max-flow nan": (PROPAGATE + ["--out-vis", "{root}/v.png", "--max-flow", "nan"], ("--max-flow",)),
     "propagate a guidance file nested 100k deep": (
         PROPAGATE + ["--guidance", "{root}/deep.json", "--out-vis", "{root}/v.png"], ("deep.json", "nested")),

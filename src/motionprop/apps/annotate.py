@@ -225,7 +225,11 @@ def read_batch(path: str | os.PathLike) -> list[BatchImage]:
         image_path = Path(file_name) if os.path.isabs(file_name) else path.parent / file_name
         if not image_path.is_file():
             raise InputError(f"{where}: image not found: {image_path}")
-        decoded = cv2.imdecode(np.fromfile(image_path, np.uint8), cv2.IMREAD_UNCHANGED)
+        from ..data.dataset import check_image_pixels
+
+        data = np.fromfile(image_path, np.uint8)
+        check_image_pixels(data, str(image_path))
+        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
         if decoded is None:
             raise InputError(f"{where}: cannot decode image: {image_path}")
         height, width = decoded.shape[:2]

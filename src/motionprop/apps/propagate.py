@@ -35,6 +35,9 @@ from ..errors import InputError
 from .guidance_file import Guidance
 
 DEFAULT_BATCH_SIZE = 8
+MAX_ASPECT = 16.0
+"""Longest side / shortest side of an image the apps accept (``Propagator(max_aspect=...)`` raises it): a
+2000x4 image at a 192 px working size would be 96000x192."""
 
 
 def working_shape(height: int, width: int, short_side: int, multiple: int, min_size: int = 1) -> tuple[int, int]:
@@ -114,8 +117,9 @@ class Propagator:
     """
 
     def __init__(self, model: nn.Module, working_size: int | tuple[int, int] | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, cached_decoder: bool = True):
+                 batch_size: int = DEFAULT_BATCH_SIZE, cached_decoder: bool = True, max_aspect: float = MAX_ASPECT):
         self.model = model.eval()
+        self.max_aspect = float(max_aspect)
         config = model.config
         self.mean = torch.tensor(config.data.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(config.data.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -166,6 +170,9 @@ class Propagator:
     def _working_shape(self, height: int, width: int) -> tuple[int, int]:
         if isinstance(self.working_size, tuple):
             return self.working_size
+        if max(height, width) > self.max_aspect * min(height, width):
+            raise InputError(f"image is {width}x{height}: its aspect ratio is beyond the limit of "
+                             f"{self.max_aspect:g}:1 (Propagator(max_aspect=...) raises it); crop it first")
         return working_shape(height, width, self.working_size, self.model.input_multiple,
                              self.model.min_input_size)
 
