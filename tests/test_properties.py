@@ -18,7 +18,7 @@ from motionprop.config import Config, apply_overrides  # noqa: E402
 from motionprop.data.flow_io import read_flow_with_valid  # noqa: E402
 from motionprop.errors import ConfigError, FlowFileError, InputError  # noqa: E402
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 numbers = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
                     st.sampled_from([0, 1, -1, 1e308, 2**63]))
