@@ -53,3 +53,20 @@ def test_import_motionprop_does_not_load_torch():
     code = "import sys, motionprop; motionprop.get_preset('resnet50_yfcc_voc_16gpu_42k'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_atomic_dir_replace_keeps_the_old_folder_until_the_new_one_is_whole(tmp_path):
+    from motionprop.fileio import atomic_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target, replace=True) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("writer failed")
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_dir(target, replace=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

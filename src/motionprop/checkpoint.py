@@ -80,10 +80,9 @@ def save_model(directory: str | Path, model: CMP, extra: Mapping[str, Any] | Non
     if directory.exists():
         if not overwrite:
             raise CheckpointError(f"output folder already exists: {directory} (choose another or remove it)")
-        import shutil
-
-        shutil.rmtree(directory)
-    with atomic_dir(directory) as tmp:
+        if not directory.is_dir():
+            raise CheckpointError(f"output {directory} is a file, not a checkpoint folder")
+    with atomic_dir(directory, replace=overwrite) as tmp:  # the old folder stays until the new one is whole
         write_model_files(tmp, model, extra)
     return directory
 
@@ -122,7 +121,7 @@ def _read_torch_pickle(path: Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, struct.error, UnicodeDecodeError) as exc:
+            TypeError, struct.error, UnicodeDecodeError, KeyError, IndexError, OverflowError, MemoryError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
 
@@ -254,7 +253,18 @@ def load_model(path: str | Path, config: str | Path | Config | ModelConfig | Non
 
 def convert_original(src: str | Path, config: str | Path | Config | ModelConfig | None, out_dir: str | Path,
                      overwrite: bool = False) -> Path:
-    """Original release file -> motionprop checkpoint folder; returns the folder."""
+    """Original release file -> motionprop checkpoint folder; returns the folder.
+
+    ``overwrite`` replaces an existing folder, but never one that holds an input
+    (the source or its config; a config found beside the source is inside any
+    folder that holds the source).
+    """
+    from .fileio import is_within
+
+    for what, path in (("source", src), ("config", config)):
+        if isinstance(path, (str, Path)) and Path(path).exists() and is_within(path, out_dir):
+            raise CheckpointError(f"output folder {out_dir} holds the {what} {path}: choose another output "
+                                  "folder (it would be replaced)")
     cfg, state, extra = read_checkpoint(src, config)
     model = CMP(cfg)
     load_state_strict(model, state, src)
@@ -303,13 +313,28 @@ def encoder_state(model: CMP, fmt: str = "motionprop") -> dict[str, torch.Tensor
 
 
 def export_encoder(checkpoint: str | Path, out: str | Path, fmt: str = "motionprop",
-                   config: str | Path | Config | ModelConfig | None = None) -> Path:
+                   config: str | Path | Config | ModelConfig | None = None, overwrite: bool = False) -> Path:
     """Write the image encoder of a checkpoint alone, for fine-tuning on downstream tasks (atomically).
 
     ``motionprop`` format writes a ``.safetensors`` with the encoder name and
     width in its metadata; ``torchvision`` format writes a ``.pth`` state dict
-    (``torch.load`` it and ``load_state_dict(..., strict=False)``).
+    (``torch.load`` it and ``load_state_dict(..., strict=False)``). An existing
+    ``out`` is replaced only with ``overwrite``, and never when it is an input.
     """
+    from .fileio import same_file
+
+    inputs = [Path(checkpoint)]
+    if Path(checkpoint).is_dir():
+        inputs += [Path(checkpoint) / WEIGHTS_FILE, Path(checkpoint) / CONFIG_FILE]
+    if isinstance(config, (str, Path)):
+        inputs.append(Path(config))
+    for path in inputs:
+        if same_file(out, path):
+            raise CheckpointError(f"output {out} is the input {path}: choose another output file")
+    if Path(out).is_dir():
+        raise CheckpointError(f"output {out} is a folder: give a file name")
+    if Path(out).exists() and not overwrite:
+        raise CheckpointError(f"output file already exists: {out} (choose another name or use --force)")
     model = load_model(checkpoint, config)
     state = encoder_state(model, fmt)
     out = Path(out)

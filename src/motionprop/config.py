@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,7 @@ class DataConfig:
     batch_size: int = 12
     batch_size_val: int = 1
     workers: int = 2
+    skip_bad: bool = False  # training: a pair that cannot be read is replaced by the next one, and counted
 
     def validate(self) -> None:
         _check_choice("data.flow_file_type", self.flow_file_type, FLOW_FILE_TYPES)
@@ -161,7 +163,21 @@ class DataConfig:
             _check_choice("data.sample_strategy", s, SAMPLE_STRATEGIES)
         if (self.short_size is None) == (self.long_size is None):
             raise ConfigError("exactly one of data.short_size and data.long_size must be set")
-        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+        for name in ("short_size", "long_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (tuple, list)) and len(value) == 3
+                    and all(_is_number(v) and math.isfinite(v) for v in value)):
+                raise ConfigError(f"data.{name} must be 3 numbers (R, G, B), got {value!r}")
+        if not all(v > 0 for v in self.std):
+            raise ConfigError(f"data.std must be positive, got {list(self.std)}")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers must be >= 0, got {self.workers}")
+        if (len(self.crop_size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                 for v in self.crop_size) or min(self.crop_size) < 1):
             raise ConfigError(f"data.crop_size must be [height, width], got {list(self.crop_size)}")
         if not 0 < self.bg_ratio <= 1:
             raise ConfigError(f"data.bg_ratio must be in (0, 1], got {self.bg_ratio}")
@@ -220,6 +236,12 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.total_iter < 1:
             raise ConfigError(f"train.total_iter must be positive, got {self.total_iter}")
+        for name in ("lr", "momentum", "weight_decay", "beta1", "grad_clip"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"train.{name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ConfigError("train.lr must be positive, got 0")
         if len(self.lr_steps) != len(self.lr_mults):
             raise ConfigError(f"train.lr_steps {self.lr_steps} and train.lr_mults {self.lr_mults} differ in length")
         if list(self.lr_steps) != sorted(self.lr_steps):
@@ -253,6 +275,10 @@ class Config:
 
     def replace(self, **sections: Any) -> "Config":
         return dataclasses.replace(self, **sections)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -290,10 +316,18 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(default, int) and default is not None and not isinstance(value, int):
+    if isinstance(default, float) and not isinstance(value, float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if isinstance(default, int) and default is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(value)
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        if any(isinstance(v, (list, dict, tuple)) or v is None for v in value):
+            raise ConfigError(f"{name} must be a list of plain values, got {value!r}")
+        return tuple(value) if isinstance(default, tuple) else list(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
     return value
 
 
@@ -314,7 +348,12 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         name=str(raw.get("name", "")),
         description=str(raw.get("description", "")),
     )
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except (TypeError, ValueError) as exc:  # e.g. a list of strings where numbers belong
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"a config value has the wrong type ({exc})") from None
 
 
 # Keys of the original config.yaml that have no effect here (cluster, logging or
@@ -463,5 +502,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         section, key = dotted.split(".", 1)
         if section not in ("model", "data", "train"):
             raise ConfigError(f"override {item!r}: unknown section {section!r}; use model, data or train")
-        raw[section][key] = yaml.safe_load(value)
+        try:
+            raw[section][key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", "") or exc).split())
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
     return config_from_dict(raw)

@@ -9,7 +9,26 @@ from __future__ import annotations
 
 
 class MotionpropError(Exception):
-    """Base class of errors whose message is written for the user."""
+    """Base class of errors whose message is written for the user.
+
+    Raised in a DataLoader worker, the error is re-created in the main process
+    with the worker's whole traceback as its message; only the original message
+    is kept, so the command line still prints one line naming the file.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_worker_message(args[0], type(self).__name__),)
+        super().__init__(*args)
+
+
+def _worker_message(message: str, name: str) -> str:
+    """The original message of an exception that torch's DataLoader re-raised from a worker, else ``message``."""
+    if not (message.startswith(f"Caught {name} in DataLoader worker") and "\nOriginal Traceback" in message):
+        return message
+    last = message.rstrip().splitlines()[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.rsplit(".", 1)[-1] == name else last
 
 
 class ConfigError(MotionpropError, ValueError):

@@ -34,10 +34,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success rename it onto ``path``.
 
-    ``path`` must not exist yet (directories cannot be replaced atomically).
+    ``path`` must not exist yet, unless ``replace``: then the old folder is
+    swapped out only once the new one is complete (renamed aside, the new one
+    renamed in, the old one deleted), so a failure leaves the old folder whole.
     """
     import shutil
 
@@ -47,7 +49,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _default_permissions(tmp, 0o777)
+        old = None
+        if replace and path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old)  # onto the empty placeholder
         os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -74,3 +82,50 @@ def read_json(path: str | os.PathLike, what: str) -> object:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to be a {what}") from None
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: the same resolved path, or (both existing) the same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (after resolving links)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outputs(outputs: "list[tuple[str, str | os.PathLike | None]]",
+                  inputs: "list[tuple[str, str | os.PathLike | None]]" = ()) -> None:
+    """Refuse an output path that is one of the inputs or another output of the same call.
+
+    ``outputs`` and ``inputs`` are (option, path) pairs; unset (None) paths are
+    skipped. The error names both options, before anything is read or written.
+    """
+    from .errors import InputError
+
+    seen: list[tuple[str, str | os.PathLike]] = []
+    for option, path in outputs:
+        if path is None or path == "":
+            continue
+        if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+            raise InputError(f"{option} {path} is not a regular file (a device or pipe): refusing to replace it")
+        parent = Path(os.path.abspath(path)).parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{option} {path}: {parent} is a file, not a folder")
+        for in_option, in_path in inputs:
+            if in_path is not None and in_path != "" and same_file(path, in_path):
+                raise InputError(f"{option} {path} is the input {in_option}: refusing to overwrite an input")
+        for other_option, other in seen:
+            if same_file(path, other):
+                raise InputError(f"{option} {path} is also {other_option}: give each output its own file")
+        seen.append((option, path))

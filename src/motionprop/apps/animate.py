@@ -188,8 +188,12 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 12.0) -> Path:
-    """Write frames as a GIF, an MP4 or a folder of PNG frames (by :func:`output_kind`); returns the path."""
+def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 12.0,
+                    keep: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write frames as a GIF, an MP4 or a folder of PNG frames (by :func:`output_kind`); returns the path.
+
+    A frames folder loses the frames of an earlier, longer clip, never a file in ``keep``.
+    """
     if not frames:
         raise InputError("no frames to write")
     if fps <= 0:
@@ -197,20 +201,35 @@ def write_animation(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: 
     kind = check_writer(path)
     path = Path(path)
     if kind == "frames":
-        return write_png_frames(path, frames)
+        return write_png_frames(path, frames, keep)
     if kind == "gif":
         return write_gif(path, frames, fps)
     return write_mp4(path, frames, fps)
 
 
-def write_png_frames(folder: str | os.PathLike, frames: Iterable[np.ndarray]) -> Path:
-    """``folder/00000.png`` ... (each written atomically)."""
+def write_png_frames(folder: str | os.PathLike, frames: Iterable[np.ndarray],
+                     keep: Iterable[str | os.PathLike] = ()) -> Path:
+    """``folder/00000.png`` ... (each written atomically), then delete older frames beyond the new count.
+
+    Frames of an earlier, longer clip in the same folder would otherwise mix with
+    the new ones; files in ``keep`` (the inputs) are never deleted.
+    """
+    import re
+
+    from ..fileio import same_file
     from .propagate import write_rgb
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for k, frame in enumerate(frames):
-        write_rgb(folder / f"{k:05d}.png", frame)
+    count = 0
+    for count, frame in enumerate(frames, start=1):
+        write_rgb(folder / f"{count - 1:05d}.png", frame)
+    protected = list(keep)
+    for path in folder.iterdir():
+        match = re.fullmatch(r"(\d{5})\.png", path.name)
+        if match and int(match.group(1)) >= count and path.is_file() \
+                and not any(same_file(path, p) for p in protected):
+            path.unlink()
     return folder
 
 

@@ -119,6 +119,10 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
         raise InputError(f"zoom must be positive, got {zoom}")
     height, width = propagator.image_size
     Guidance(np.zeros((0, 4)), np.concatenate([positive, negative])).check_inside(width, height)
+    both = {tuple(p) for p in np.round(positive).tolist()} & {tuple(p) for p in np.round(negative).tolist()}
+    if both:
+        x, y = sorted(both)[0]
+        raise InputError(f"pixel ({x:g}, {y:g}) is both a positive and a negative click: remove one")
     if border_still is None:
         border_still = bool(getattr(getattr(propagator, "model", None), "residual", False))
     box = zoom_box(positive, negative, width, height, zoom) if zoom else None
@@ -238,7 +242,11 @@ def read_batch(path: str | os.PathLike) -> list[BatchImage]:
         image_path = Path(file_name) if os.path.isabs(file_name) else path.parent / file_name
         if not image_path.is_file():
             raise InputError(f"{where}: image not found: {image_path}")
-        decoded = cv2.imdecode(np.fromfile(image_path, np.uint8), cv2.IMREAD_UNCHANGED)
+        from ..data.dataset import check_image_pixels
+
+        data = np.fromfile(image_path, np.uint8)
+        check_image_pixels(data, str(image_path))
+        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
         if decoded is None:
             raise InputError(f"{where}: cannot decode image: {image_path}")
         height, width = decoded.shape[:2]
@@ -289,7 +297,9 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
     Masks: ``NAME_K.png`` per object (K from 1; 255 inside), or with
     ``indexed`` one ``NAME.png`` per image whose pixel value is the object's K
     (0 = background; where objects overlap, the higher score wins). With
-    ``overlays``, ``NAME_overlay.png`` shows every object on the image.
+    ``overlays``, ``NAME_overlay.png`` shows every object on the image. Output
+    names are checked (unique, no input among them) before any network work;
+    masks an earlier run wrote for these images and this run did not are deleted.
     """
     from tqdm import tqdm
 
@@ -298,6 +308,13 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
 
     images = read_batch(batch) if isinstance(batch, (str, os.PathLike)) else list(batch)
     out_dir = Path(out_dir)
+    planned = batch_outputs(images, out_dir, indexed, overlays)
+    inputs = [im.path for im in images] + ([Path(batch)] if isinstance(batch, (str, os.PathLike)) else [])
+    _check_batch_outputs(planned, inputs, coco_path)
+    for image in images if indexed else ():
+        if len(image.objects) > 255:
+            raise InputError(f"{image.file_name}: a label PNG (--indexed) holds at most 255 objects, got "
+                             f"{len(image.objects)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     coco = CocoWriter()
     written: list[Path] = []
@@ -326,7 +343,54 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
             write_rgb(out_dir / f"{image.name}_overlay.png", picture)
     bar.close()
     coco_written = coco.write(coco_path) if coco_path is not None else None
+    _remove_stale_masks(images, out_dir, planned, inputs)
     return BatchSummary(len(images), count, written, coco_written)
+
+
+def batch_outputs(images: Sequence[BatchImage], out_dir: Path, indexed: bool, overlays: bool) -> list[Path]:
+    """Every file a batch run writes into ``out_dir``, in order (masks or label maps, then overlays)."""
+    paths = []
+    for image in images:
+        if indexed:
+            paths.append(out_dir / f"{image.name}.png")
+        else:
+            paths += [out_dir / f"{image.name}_{k}.png" for k in range(1, len(image.objects) + 1)]
+        if overlays:
+            paths.append(out_dir / f"{image.name}_overlay.png")
+    return paths
+
+
+def _check_batch_outputs(planned: Sequence[Path], inputs: Sequence[Path], coco_path: Any) -> None:
+    """Before any network work: no two outputs share a name, none is an input, label maps fit 255 objects."""
+    from ..fileio import same_file
+
+    seen: set[str] = set()
+    for path in planned:
+        if path.name in seen:
+            raise InputError(f"two outputs of the batch would be named {path.name} (e.g. an image named "
+                             f"'X_overlay' next to X's overlay): give one image another \"name\"")
+        seen.add(path.name)
+        for source in inputs:
+            if same_file(path, source):
+                raise InputError(f"output {path} is the input {source}: choose another --out folder")
+        if coco_path is not None and same_file(path, coco_path):
+            raise InputError(f"--coco {coco_path} is also the mask {path}")
+
+
+def _remove_stale_masks(images: Sequence[BatchImage], out_dir: Path, planned: Sequence[Path],
+                        inputs: Sequence[Path]) -> None:
+    """Delete masks an earlier run wrote for these images (NAME_K.png, NAME.png) that this run did not."""
+    import re
+
+    from ..fileio import same_file
+
+    new = {p.name for p in planned}
+    names = {image.name for image in images}
+    for path in out_dir.iterdir():
+        match = re.fullmatch(r"(.+?)(?:_(\d+))?\.png", path.name)
+        if (match and match.group(1) in names and path.name not in new and path.is_file()
+                and not any(same_file(path, source) for source in inputs)):
+            path.unlink()
 
 
 _COLOURS = ((30, 110, 255), (255, 150, 0), (200, 40, 220), (0, 200, 200), (240, 220, 0), (120, 255, 80))

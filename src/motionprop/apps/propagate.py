@@ -35,6 +35,9 @@ from ..errors import InputError
 from .guidance_file import Guidance
 
 DEFAULT_BATCH_SIZE = 8
+MAX_ASPECT = 16.0
+"""Longest side / shortest side of an image the apps accept (``Propagator(max_aspect=...)`` raises it): a
+2000x4 image at a 192 px working size would be 96000x192."""
 
 
 def working_shape(height: int, width: int, short_side: int, multiple: int, min_size: int = 1) -> tuple[int, int]:
@@ -76,9 +79,17 @@ def load_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise InputError(f"an image must be (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray, got {array.shape}")
     array = array[:, :, :3]
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.number):
-            raise InputError(f"image has dtype {array.dtype}; expected uint8 or float RGB values 0..255")
+    if array.dtype == np.uint16:  # 16-bit PNGs: keep the 8 high bits
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise InputError(f"image has dtype {array.dtype}; expected uint8, uint16 or float RGB values 0..255")
+        if np.issubdtype(array.dtype, np.floating):
+            if not np.isfinite(array).all():
+                raise InputError("image has a non-finite value; expected RGB values 0..255")
+            if array.size and 0 < float(array.max()) <= 1.0:
+                raise InputError("float image with values in 0..1: give RGB values 0..255 (multiply by 255) "
+                                 "or uint8")
         array = np.clip(np.round(array.astype(np.float32)), 0, 255).astype(np.uint8)
     if min(array.shape[:2]) < 1:
         raise InputError(f"image is {array.shape[1]}x{array.shape[0]}: empty")
@@ -106,8 +117,9 @@ class Propagator:
     """
 
     def __init__(self, model: nn.Module, working_size: int | tuple[int, int] | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, cached_decoder: bool = True):
+                 batch_size: int = DEFAULT_BATCH_SIZE, cached_decoder: bool = True, max_aspect: float = MAX_ASPECT):
         self.model = model.eval()
+        self.max_aspect = float(max_aspect)
         config = model.config
         self.mean = torch.tensor(config.data.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(config.data.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -158,6 +170,9 @@ class Propagator:
     def _working_shape(self, height: int, width: int) -> tuple[int, int]:
         if isinstance(self.working_size, tuple):
             return self.working_size
+        if max(height, width) > self.max_aspect * min(height, width):
+            raise InputError(f"image is {width}x{height}: its aspect ratio is beyond the limit of "
+                             f"{self.max_aspect:g}:1 (Propagator(max_aspect=...) raises it); crop it first")
         return working_shape(height, width, self.working_size, self.model.input_multiple,
                              self.model.min_input_size)
 
@@ -217,6 +232,7 @@ class Propagator:
                 raise InputError("a guidance set is empty: give at least one arrow or still point")
             guidance.check_inside(w, h)
             for x, y, dx, dy in guidance.arrows.tolist():
+                self._check_bound((x, y, dx, dy), w, h)
                 vx, vy = dx * sx, dy * sy
                 self._check_range(vx, vy, (x, y, dx, dy))
                 i, j = self._to_working(x, y, sx, sy, ww, wh)
@@ -231,6 +247,16 @@ class Propagator:
         i = int(np.clip(np.floor((x + 0.5) * sx), 0, width - 1))  # == round((x + 0.5) * sx - 0.5)
         j = int(np.clip(np.floor((y + 0.5) * sy), 0, height - 1))
         return i, j
+
+    def _check_bound(self, arrow: tuple[float, ...], width: int, height: int) -> None:
+        """An arrow longer than the image itself is a mistake (and overflows the network): an error."""
+        x, y, dx, dy = arrow
+        if abs(dx) > width or abs(dy) > height:
+            shown = ",".join(f"{v:g}" for v in arrow)
+            (wh, ww), scale = self.working_shape, self.fmax
+            reach = (f"; the network's range is +-{scale:g} px per axis at its working size {ww}x{wh} "
+                     f"(+-{scale * width / ww:.0f} x +-{scale * height / wh:.0f} px in this image)") if scale else ""
+            raise InputError(f"arrow {shown} moves farther than the {width}x{height} image is wide or high{reach}")
 
     def _check_range(self, vx: float, vy: float, arrow: tuple[float, ...]) -> None:
         if self.fmax is not None and max(abs(vx), abs(vy)) > self.fmax:

@@ -60,12 +60,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (MotionpropError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"motionprop {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # e.g. 'motionprop presets --json | head -1': the reader has all it wants
+        _silence_stdout()
+        return 141
+    except (MotionpropError, OSError, RecursionError) as exc:
+        print(f"motionprop {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", 2)  # training raises it with the signal that stopped it
         print(f"motionprop {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signum
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of a user-facing error on one line (an OSError names its file)."""
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to read"
+    from ..errors import MotionpropError
+
+    if isinstance(exc, OSError) and not isinstance(exc, MotionpropError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

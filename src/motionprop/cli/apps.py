@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 from typing import Any, Iterator
 
@@ -155,6 +156,20 @@ def _check_model_inputs(args: argparse.Namespace) -> None:
         raise InputError(f"--device {args.device}: no CUDA GPU is available here")
 
 
+def _input_paths(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(option, path) of every file a command reads: no output may be one of them."""
+    from pathlib import Path
+
+    from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+    inputs = [("--image", getattr(args, "image", None)), ("--guidance", getattr(args, "guidance", None)),
+              ("--batch", getattr(args, "batch", None)), ("--config", args.config),
+              ("--checkpoint", args.checkpoint)]
+    if Path(args.checkpoint).is_dir():
+        inputs += [("--checkpoint", Path(args.checkpoint) / name) for name in (WEIGHTS_FILE, CONFIG_FILE)]
+    return inputs
+
+
 def _read_guidance(args: argparse.Namespace, width: int, height: int) -> Any:
     from ..apps.guidance_file import Guidance, guidance_from_args, read_guidance
     from ..errors import InputError
@@ -196,9 +211,12 @@ def _plain_warnings() -> Iterator[None]:
 
 
 def run_propagate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..apps.guidance_file import write_guidance
     from ..apps.propagate import flow_picture, load_image, write_rgb
     from ..errors import InputError
+    from ..fileio import check_outputs
 
     _check_model_inputs(args)
     outputs = [args.out_flow, args.out_vis, args.out_guidance, args.out_confidence]
@@ -211,8 +229,11 @@ def run_propagate(args: argparse.Namespace) -> int:
             _check_output(path, (".png", ".jpg", ".jpeg"), option)
     if args.out_guidance:
         _check_output(args.out_guidance, (".json",), "--out-guidance")
-    if args.max_flow is not None and args.max_flow <= 0:
-        raise InputError(f"--max-flow must be positive, got {args.max_flow}")
+    if args.max_flow is not None and not 0 < args.max_flow < math.inf:
+        raise InputError(f"--max-flow must be a positive number of pixels, got {args.max_flow}")
+    check_outputs([("--out-flow", args.out_flow), ("--out-vis", args.out_vis),
+                   ("--out-guidance", args.out_guidance), ("--out-confidence", args.out_confidence)],
+                  _input_paths(args))
     image = load_image(args.image)
     height, width = image.shape[:2]
     guidance = _read_guidance(args, width, height)
@@ -225,6 +246,10 @@ def run_propagate(args: argparse.Namespace) -> int:
     with _plain_warnings():
         result = propagator.propagate(guidance.arrows, guidance.still_points, return_confidence=want_confidence)
     flow, confidence = result if want_confidence else (result, None)
+    if not np.isfinite(flow).all():
+        raise InputError("the network's flow is not finite for this guidance: nothing written")
+    # Every picture is made before any file is written: a failure leaves no partial set of outputs.
+    vis = flow_picture(image, flow, guidance, args.max_flow, confidence) if args.out_vis else None
 
     if args.out_flow:
         from ..data.flow_io import write_flow
@@ -232,11 +257,9 @@ def run_propagate(args: argparse.Namespace) -> int:
         write_flow(args.out_flow, flow)
         print(f"wrote {args.out_flow}")
     if args.out_vis:
-        write_rgb(args.out_vis, flow_picture(image, flow, guidance, args.max_flow, confidence))
+        write_rgb(args.out_vis, vis)
         print(f"wrote {args.out_vis}")
     if args.out_confidence:
-        import numpy as np
-
         write_rgb(args.out_confidence, np.round(confidence * 255).astype(np.uint8))
         print(f"wrote {args.out_confidence}")
     if args.out_guidance:
@@ -257,15 +280,17 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..apps.animate import animate, check_writer, flow_scales, write_animation
     from ..apps.propagate import load_image
     from ..errors import InputError
+    from ..fileio import check_outputs
 
     _check_model_inputs(args)
     flow_scales(args.frames, args.mode)
-    if args.fps <= 0:
-        raise InputError(f"--fps must be positive, got {args.fps}")
+    if not 0 < args.fps <= 1000:
+        raise InputError(f"--fps must be in (0, 1000], got {args.fps}")
     if args.max_side is not None and args.max_side < 16:
         raise InputError(f"--max-side must be at least 16, got {args.max_side}")
     for out in args.out:
         check_writer(out)
+    check_outputs([("--out", out) for out in args.out], _input_paths(args))
     image = load_image(args.image)
     height, width = image.shape[:2]
     guidance = _read_guidance(args, width, height)
@@ -276,7 +301,7 @@ def run_animate(args: argparse.Namespace) -> int:
         frames = animate(propagator, guidance.arrows, guidance.still_points, args.frames, args.mode,
                          max_side=args.max_side, progress=not args.no_progress)
     for out in args.out:
-        write_animation(out, frames, args.fps)
+        write_animation(out, frames, args.fps, keep=[p for _, p in _input_paths(args) if p])
         print(f"wrote {out} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]}, {args.fps:g} fps)")
     return 0
 
@@ -298,10 +323,11 @@ def run_annotate(args: argparse.Namespace) -> int:
     _check_model_inputs(args)
     if not 0 <= args.threshold < 1:
         raise InputError(f"--threshold must be in [0, 1), got {args.threshold}")
-    if args.velocity <= 0:
-        raise InputError(f"--velocity must be positive, got {args.velocity}")
-    if args.zoom is not None and args.zoom <= 0:
-        raise InputError(f"--zoom must be positive, got {args.zoom}")
+    if not 0 < args.velocity < math.inf:
+        raise InputError(f"--velocity must be a positive number of pixels, got {args.velocity}")
+    if args.zoom is not None and not 1 < args.zoom < math.inf:
+        raise InputError(f"--zoom must be a factor above 1 (the crop is FACTOR times the clicks' extent), "
+                         f"got {args.zoom}")
     if args.coco:
         _check_output(args.coco, (".json",), "--coco")
     if args.batch:
@@ -326,11 +352,14 @@ def _annotate_single(args: argparse.Namespace) -> int:
     from ..apps.guidance_file import Guidance
     from ..apps.propagate import load_image, write_rgb
     from ..errors import InputError
+    from ..fileio import check_outputs
 
     _check_output(args.out, (".png",), "--out")
     for option, path in (("--overlay", args.overlay), ("--out-score", args.out_score)):
         if path:
             _check_output(path, (".png", ".jpg", ".jpeg"), option)
+    check_outputs([("--out", args.out), ("--overlay", args.overlay), ("--out-score", args.out_score),
+                   ("--coco", args.coco)], _input_paths(args))
     positive = _click_points(args.positive, "--positive")
     negative = _click_points(args.negative, "--negative")
     if len(positive) == 0:

@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("motionprop", "torchvision"), default="motionprop",
                    help="key names of the output (default: motionprop)")
     p.add_argument("--config", help="config for an original-format checkpoint (YAML path or preset name)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run_export_encoder)
 
     p = subparsers.add_parser(
@@ -114,6 +115,6 @@ def run_export_encoder(args: argparse.Namespace) -> int:
     expected = ".safetensors" if args.format == "motionprop" else ".pth"
     if not args.out.endswith(expected):
         raise InputError(f"--out {args.out}: use a {expected} file name for --format {args.format}")
-    out = export_encoder(args.checkpoint, args.out, args.format, args.config)
+    out = export_encoder(args.checkpoint, args.out, args.format, args.config, overwrite=args.force)
     print(f"wrote {out}")
     return 0

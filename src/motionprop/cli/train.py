@@ -107,6 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError("--config is required (a YAML file or a preset name), except with --resume")
     if args.resume and args.force:
         raise InputError("--resume and --force contradict each other: choose one")
+    _check_time_limit(args.time_limit)
+    _check_device(args.device)
     cfg = apply_overrides(cfg, args.overrides)
     if not cfg.data.train_source:
         raise InputError("data.train_source is empty: give list files in the config or as an override, "
@@ -129,9 +131,32 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_time_limit(minutes: float | None) -> None:
+    import math
+
+    from ..errors import InputError
+
+    if minutes is not None and not 0 < minutes < math.inf:
+        raise InputError(f"--time-limit must be a positive number of minutes, got {minutes}")
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    from ..errors import InputError
+
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+
+
 def run_quickstart(args: argparse.Namespace) -> int:
     from ..train.quickstart import run_quickstart as quickstart
 
+    _check_time_limit(args.time_limit)
     quickstart(args.out, force=args.force, time_limit_min=args.time_limit, overrides=args.overrides,
                real=not args.no_real_video, recipe=args.recipe)
     return 0
@@ -145,6 +170,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..train.evaluate import evaluate
 
     args.checkpoint = resolve_checkpoint(args.checkpoint)
+    _check_device(args.device)
     m = evaluate(args.checkpoint, args.lists, args.overrides, device=args.device, workers=args.workers,
                  batch_size=args.batch_size, config=args.config, progress=True)
     print(f"end-point error on {m['samples']} pairs (px): CMP {m['epe']:.3f}, nearest fill {m['epe_nearest']:.3f}, "

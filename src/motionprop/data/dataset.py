@@ -78,12 +78,50 @@ def _join(base: Path | None, path: str) -> str:
     return path if base is None else str(base / path)
 
 
+MAX_IMAGE_PIXELS = 100_000_000
+"""Largest image (width x height) decoded; raise it with the environment variable MOTIONPROP_MAX_IMAGE_PIXELS."""
+
+
+def declared_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares, read without decoding; None for other formats."""
+    head = data[:1 << 16].tobytes()
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                return None
+            marker, length = head[i + 1], int.from_bytes(head[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
+            i += 2 + length
+    return None
+
+
+def check_image_pixels(data: np.ndarray, path: str) -> None:
+    """Refuse, before decoding, an image whose header declares more pixels than the limit (a tiny file can)."""
+    size = declared_size(data)
+    limit = int(os.environ.get("MOTIONPROP_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+    if size is not None and size[0] * size[1] > limit:
+        raise InputError(f"{path}: image declares {size[0]}x{size[1]} pixels, more than the limit of {limit:,}; "
+                         "set MOTIONPROP_MAX_IMAGE_PIXELS to raise it")
+
+
 def read_image_rgb(path: str) -> np.ndarray:
     """An image file as uint8 RGB (H, W, 3); an unreadable file is an error naming it."""
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder, not an image")
     data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
     if data is None:
         raise InputError(f"image not found: {path}")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if data.size == 0:
+        raise InputError(f"image file is empty: {path}")
+    check_image_pixels(data, path)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise InputError(f"cannot decode image: {path} ({' '.join(str(exc).split())[-120:]})") from None
     if image is None:
         raise InputError(f"cannot decode image: {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -235,7 +235,11 @@ def _kitti_png_bytes(flow: np.ndarray, known: np.ndarray, path: Path) -> bytes:
     """Encode a KITTI 16-bit PNG; unknown pixels are all zero, as the KITTI devkit writes them."""
     # float64: in float32 the offset 2**15 would eat the bits that decide the rounding.
     raw = np.rint(np.where(known[:, :, None], flow, 0.0).astype(np.float64) * KITTI_SCALE + KITTI_OFFSET)
-    raw = np.clip(raw, 0, 65535).astype(np.uint16)
+    if raw.size and (raw.min() < 0 or raw.max() > 65535):
+        largest = float(np.abs(np.where(known[:, :, None], flow, 0.0)).max())
+        raise FlowFileError(f"{path}: flow up to {largest:.1f} px does not fit a KITTI PNG (-512 .. 511.98 px); "
+                            "write .flo, .npy or .npz instead")
+    raw = raw.astype(np.uint16)
     image = np.stack([known.astype(np.uint16), raw[:, :, 1], raw[:, :, 0]], axis=-1)  # BGR
     image[~known] = 0
     return _encode(".png", image, path)

@@ -43,17 +43,30 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's random generators (torch, CUDA, numpy, python)."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's random generators (torch, CUDA, numpy, python) as tensors, numbers, lists and dicts.
+
+    Only such plain values, so that ``torch.load(..., weights_only=True)`` reads
+    them back: a checkpoint cannot make resuming run code.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -81,9 +94,18 @@ def save_training_checkpoint(run_dir: str | Path, iteration: int, model: torch.n
 
 def load_train_state(folder: str | Path) -> dict[str, Any]:
     """The resume state of a checkpoint folder (optimizer, scaler, iteration, RNG states)."""
+    import pickle
+
     path = Path(folder) / TRAIN_STATE_FILE
     try:
-        # RNG states hold numpy arrays and python tuples: not loadable with weights_only.
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
+        # weights_only: tensors, numbers, strings, lists and dicts only; an untrusted file cannot run code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refusing a training state that holds more than plain values (not "
+                              f"written by this motionprop; {first})") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read the training state ({exc})") from None
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise CheckpointError(f"{path}: not a motionprop training state")
+    return state

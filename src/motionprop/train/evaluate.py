@@ -51,11 +51,14 @@ def evaluate(checkpoint: str | os.PathLike, lists: Sequence[str | os.PathLike], 
     from ..checkpoint import load_model
     from ..losses import build_flow_loss
     from .distributed import DistInfo, pick_device
-    from .trainer import build_val_loader, validate
+    from .trainer import build_val_loader, close_loaders, validate
 
     info = DistInfo(device=pick_device(device))
     model = load_model(checkpoint, config=config, device=info.device)
     cfg = evaluation_config(model.config, lists, overrides, workers, batch_size)
     loader = build_val_loader(cfg, info)
     loss_fn = build_flow_loss(cfg.model, fused=cfg.train.loss_impl == "fused")
-    return validate(model, model, loader, cfg, info, loss_fn, None, 0, progress=progress)
+    try:
+        return validate(model, model, loader, cfg, info, loss_fn, None, 0, progress=progress)
+    finally:
+        close_loaders(loader)

@@ -32,7 +32,7 @@ from ..baselines import end_point_error, idw_fill, nearest_fill
 from ..checkpoint import load_state_strict, read_checkpoint
 from ..config import Config
 from ..data.dataset import ImageFlowDataset
-from ..errors import InputError, MotionpropError
+from ..errors import FlowFileError, InputError, MotionpropError
 from ..losses import build_flow_loss
 from ..models import CMP, create_model
 from .checkpoints import (list_checkpoints, load_train_state, rng_state, save_training_checkpoint,
@@ -76,10 +76,12 @@ class TrainResult:
 
 
 def prepare_run_dir(cfg: Config, opts: TrainOptions, info: DistInfo) -> Config:
-    """Create (or check) the run folder on rank 0 and save the config; returns the config to train with.
+    """Check the run folder on rank 0; returns the config to train with. Nothing is written yet.
 
     A run folder is never overwritten without ``force``. On resume, the saved
-    config is used and must build the same model as the one given.
+    config is used and must build the same model as the one given. The folder
+    is made (or replaced, or its config updated) by :func:`start_run_dir` once
+    the first iteration has trained, so a refused or failed start changes nothing.
     """
     run_dir = Path(opts.run_dir)
     error = None
@@ -95,8 +97,6 @@ def prepare_run_dir(cfg: Config, opts: TrainOptions, info: DistInfo) -> Config:
 
 
 def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
-    import shutil
-
     from ..config import load_config
 
     saved = run_dir / "config.yaml"
@@ -107,24 +107,53 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
         if previous.model != cfg.model:
             raise InputError(f"--resume: the model in {saved} differs from the config given; "
                              "resume without --config to use the saved one")
-        saved.write_text(cfg.to_yaml())  # e.g. a longer train.total_iter
         return cfg
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not opts.force:
-            raise InputError(f"run folder {run_dir} already exists and is not empty; use --resume to continue "
-                             "it or --force to start over (deletes it)")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(cfg.to_yaml())
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"run folder {run_dir} is a file")
+    if run_dir.exists() and any(run_dir.iterdir()) and not opts.force:
+        raise InputError(f"run folder {run_dir} already exists and is not empty; use --resume to continue "
+                         "it or --force to start over (deletes it)")
     return cfg
 
 
-def _check_sources(cfg: Config) -> None:
+def start_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> None:
+    """Make the run folder (``force``: replace the old one) and save its config, atomically (rank 0)."""
+    import shutil
+
+    from ..fileio import atomic_path
+
+    if not opts.resume and opts.force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as tmp:  # on resume e.g. a longer train.total_iter
+        tmp.write_text(cfg.to_yaml())
+
+
+def _check_sources(cfg: Config, log: Any = print) -> None:
+    """Every list file, and every file they list, exists (a stat each: fast) before anything is trained.
+
+    A missing file is an error naming it, unless ``data.skip_bad``: then missing
+    training files are counted here and their pairs skipped in training.
+    """
+    from ..data.dataset import read_pair_list
+
     if not cfg.data.train_source:
         raise InputError("data.train_source is empty: give the list files of the training pairs")
     for path in [*cfg.data.train_source, *cfg.data.val_source]:
         if not Path(path).is_file():
             raise InputError(f"list file not found: {path}")
+    for source, skippable in ((cfg.data.train_source, cfg.data.skip_bad), (cfg.data.val_source, False)):
+        missing = 0
+        for list_path in source:
+            for number, record in enumerate(read_pair_list(list_path), 1):
+                for path in (record.image1, record.image2, *record.flow):
+                    if not Path(path).is_file():
+                        if not skippable:
+                            raise InputError(f"{list_path}: pair {number}: file not found: {path}")
+                        missing += 1
+        if missing:
+            log(f"motionprop train: warning: {missing} listed training file(s) are missing; their pairs will be "
+                "skipped (data.skip_bad)")
 
 
 def build_model(cfg: Config, info: DistInfo) -> tuple[CMP, nn.Module]:
@@ -150,6 +179,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 def _loader_options(cfg: Config, info: DistInfo) -> dict[str, Any]:
     workers = cfg.data.workers
+    if workers > 0:
+        _kill_workers_at_exit()
     return dict(num_workers=workers, pin_memory=info.device.type == "cuda", persistent_workers=workers > 0,
                 worker_init_fn=ignore_stop_signals if workers > 0 else None)
 
@@ -157,7 +188,7 @@ def _loader_options(cfg: Config, info: DistInfo) -> dict[str, Any]:
 def build_loaders(cfg: Config, info: DistInfo, start_iter: int) -> tuple[DataLoader, DataLoader | None]:
     """Training loader (this rank's share of an iteration-based stream) and validation loader."""
     d, t = cfg.data, cfg.train
-    train_set = ImageFlowDataset(d.train_source, d, train=True, seed=t.seed, load_image2=False)
+    train_set = ImageFlowDataset(d.train_source, d, train=True, seed=t.seed, skip_bad=d.skip_bad, load_image2=False)
     sampler = IterationSampler(len(train_set), t.total_iter, d.batch_size, info.world_size, info.rank,
                                t.grad_accum, t.seed, start_iter)
     train_loader = DataLoader(train_set, batch_size=d.batch_size, sampler=sampler, **_loader_options(cfg, info))
@@ -181,6 +212,44 @@ def ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _kill_workers_at_exit() -> None:
+    """At interpreter exit, SIGKILL the DataLoader workers still alive (registered once, in the main process).
+
+    Workers ignore SIGTERM (see :func:`ignore_stop_signals`), and
+    multiprocessing's own exit handler terminates daemonic children with
+    SIGTERM and then waits for them without a timeout: after an error that left
+    a loader's workers running, the process would never exit. atexit runs
+    this hook before multiprocessing's (it is registered later).
+    """
+    if _EXIT_HOOK:
+        return
+    import atexit
+
+    _EXIT_HOOK.append(True)
+    atexit.register(_kill_daemon_children)
+
+
+def _kill_daemon_children() -> None:
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)
+
+
+def close_loaders(*loaders: DataLoader | None) -> None:
+    """Stop the (persistent) worker processes of ``loaders`` now, not at garbage collection or exit."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            loader._iterator = None
 
 
 # --------------------------------------------------------------------------- steps
@@ -290,17 +359,26 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         self.enabled = info.is_main
         self.writer = None
+        self.start_iter = start_iter
+        self.tensorboard = tensorboard and self.enabled
+        if self.tensorboard:
+            try:
+                import torch.utils.tensorboard  # noqa: F401  (checked before the run starts)
+            except ImportError:
+                raise InputError("--tensorboard needs the tensorboard package: pip install 'motionprop[tensorboard]'")
+
+    def open(self) -> None:
+        """Start writing (once the run folder exists): drop lines past the restart point, open TensorBoard."""
         if not self.enabled:
             return
+        start_iter, tensorboard, run_dir = self.start_iter, self.tensorboard, self.path.parent
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("iter", 0) <= start_iter]
             self.path.write_text("".join(line + "\n" for line in kept))
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise InputError("--tensorboard needs the tensorboard package: pip install 'motionprop[tensorboard]'")
+            from torch.utils.tensorboard import SummaryWriter
+
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -378,7 +456,7 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
 def train(cfg: Config, opts: TrainOptions) -> TrainResult:
     """Train CMP as ``cfg`` says, in ``opts.run_dir``; resumable, interruptible, distributed under torchrun."""
     info = init_distributed(opts.device)
-    _check_sources(cfg)  # before the run folder is made: a typo must not leave a half-made run behind
+    _check_sources(cfg, opts.log if info.is_main else lambda *_: None)  # before the run folder is made
     cfg = prepare_run_dir(cfg, opts, info)
     run_dir = Path(opts.run_dir)
     t = cfg.train
@@ -406,20 +484,30 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
                  f"process(es) on {info.device}, global batch {global_batch}, "
                  f"{len(train_loader.dataset)} training pairs")
 
-    result = _loop(cfg, opts, info, model, net, optimizer, scaler, loss_fn, train_loader, val_loader, log,
-                   image_dir, start_iter)
-    log.close()
-    return result
+    def start_run() -> None:
+        if info.is_main:
+            start_run_dir(cfg, opts, run_dir)
+            log.open()
+        barrier(info)
+
+    try:
+        return _loop(cfg, opts, info, model, net, optimizer, scaler, loss_fn, train_loader, val_loader, log,
+                     image_dir, start_iter, start_run)
+    finally:
+        log.close()
+        close_loaders(train_loader, val_loader)
 
 
 def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.Module,
           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, loss_fn: nn.Module,
           train_loader: DataLoader, val_loader: DataLoader | None, log: MetricsLog, image_dir: Path,
-          start_iter: int) -> TrainResult:
+          start_iter: int, start_run: Any = lambda: None) -> TrainResult:
+    """Train from ``start_iter``; ``start_run()`` is called once the first iteration has trained."""
     t = cfg.train
     run_dir = Path(opts.run_dir)
     bar = _progress(opts, info, start_iter, t.total_iter)
-    batches = iter(train_loader)
+    skipped = [0]
+    batches = _counting_skipped(iter(train_loader), skipped)
     iteration = start_iter
     last_ckpt: Path | None = None
     val_metrics: dict[str, float] = {}
@@ -442,7 +530,11 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
             for group in optimizer.param_groups:
                 group["lr"] = lr
             tick = time.monotonic()
-            loss_value, data_time = _train_step(cfg, info, net, optimizer, scaler, loss_fn, batches)
+            try:
+                loss_value, data_time = _train_step(cfg, info, net, optimizer, scaler, loss_fn, batches)
+            except (InputError, FlowFileError) as exc:
+                bar.close()
+                raise _data_error(exc, iteration, start_iter, save, info) from None
             iteration += 1
             loss_mean = all_reduce_sum(torch.tensor([loss_value], device=info.device), info).item() / info.world_size
             if not math.isfinite(loss_mean):
@@ -450,6 +542,8 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
                 raise TrainingStopped(
                     f"loss became {loss_mean} at iteration {iteration}; stopped without saving. The last good "
                     f"checkpoint is in {run_dir / 'checkpoints'}; lower train.lr or check the data, then --resume")
+            if iteration == start_iter + 1:
+                start_run()
             window["loss"] += loss_mean
             window["data"] += data_time
             window["step"] += time.monotonic() - tick
@@ -457,9 +551,14 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
             bar.update(1)
             bar.set_postfix(loss=f"{loss_mean:.3f}", lr=f"{lr:.2g}", data=f"{data_time:.2f}s")
             if iteration % t.print_freq == 0 or iteration == t.total_iter:
+                window["skipped"] = skipped[0]
                 _log_train(log, iteration, lr, window, cfg, info, opts, bar)
             if val_loader is not None and (iteration % t.val_freq == 0 or iteration == t.total_iter):
-                val_metrics = validate(model, net, val_loader, cfg, info, loss_fn, image_dir, iteration)
+                try:
+                    val_metrics = validate(model, net, val_loader, cfg, info, loss_fn, image_dir, iteration)
+                except (InputError, FlowFileError) as exc:
+                    bar.close()
+                    raise _data_error(exc, iteration, start_iter, save, info) from None
                 log.write({"iter": iteration, "split": "val", "lr": lr, **val_metrics})
                 if info.is_main:
                     (opts.log if bar.disable else bar.write)(_val_line(iteration, val_metrics))
@@ -477,9 +576,33 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
         reason = f"signal {stop.signal}" if stop.signal else "time limit"
         opts.log(f"motionprop train: stopped at iteration {iteration} ({reason}); checkpoint saved, "
                  f"continue with --resume")
+    if skipped[0] and info.is_main:
+        opts.log(f"motionprop train: skipped {skipped[0]} bad pair(s) (data.skip_bad); see the warnings above")
     if stopped_early and stop.signal is not None:
-        raise KeyboardInterrupt
+        interrupted = KeyboardInterrupt()
+        interrupted.signum = stop.signal  # the command line exits with 128 + signal (130 Ctrl-C, 143 SIGTERM)
+        raise interrupted
     return TrainResult(iteration, stopped_early, last_ckpt, val_metrics, model, info.is_main)
+
+
+def _counting_skipped(batches: Iterator[dict[str, torch.Tensor]], count: list[int]
+                      ) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches, adding the number of bad pairs the dataset skipped (``data.skip_bad``) to ``count[0]``."""
+    for batch in batches:
+        if "skipped" in batch:
+            count[0] += int(batch["skipped"].sum())
+        yield batch
+
+
+def _data_error(exc: Exception, iteration: int, start_iter: int, save: Any, info: DistInfo) -> InputError:
+    """The error to stop on after a pair could not be read mid-run, once the progress made is saved."""
+    hint = "fix or remove that pair (or set data.skip_bad=true to skip bad pairs), then --resume"
+    if iteration <= start_iter:
+        return InputError(f"{exc}; nothing to save yet: {hint}")
+    if info.distributed:  # the other processes are not at a point where all can save together
+        return InputError(f"{exc}; stopped at iteration {iteration} without saving: {hint}")
+    path = save()
+    return InputError(f"{exc}; saved a checkpoint at iteration {iteration} ({path}): {hint}")
 
 
 def _train_step(cfg: Config, info: DistInfo, net: nn.Module, optimizer: torch.optim.Optimizer,
@@ -526,6 +649,8 @@ def _log_train(log: MetricsLog, iteration: int, lr: float, window: dict[str, flo
     record = {"iter": iteration, "split": "train", "loss": window["loss"] / n, "lr": lr,
               "data_time": window["data"] / n, "iter_time": window["step"] / n,
               "samples_per_s": samples * n / max(window["step"], 1e-9)}
+    if window.get("skipped"):
+        record["skipped"] = int(window["skipped"])  # bad pairs skipped so far (data.skip_bad)
     log.write(record)
     if info.is_main and bar.disable:
         opts.log(f"iter {iteration}: loss {record['loss']:.4f} lr {lr:.3g} "
