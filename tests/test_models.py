@@ -126,3 +126,20 @@ def test_predict_flow_follows_a_strong_guidance_signal():
     torch.testing.assert_close(flow[0, 0], torch.full((32, 32), centers[60].item()), atol=1e-3, rtol=0)
     torch.testing.assert_close(flow[0, 1], torch.full((32, 32), centers[30].item()), atol=1e-3, rtol=0)
     assert conf.min() > 0.99
+
+
+def test_predict_flow_refuses_numpy_integer_and_mismatched_float_inputs_clearly():
+    import numpy as np
+
+    from motionprop.errors import InputError
+
+    model = create_model(ModelConfig(image_encoder="resnet18", img_enc_dim=32)).eval()
+    image, sparse = torch.randn(1, 3, 64, 64), torch.zeros(1, 4, 64, 64)
+    with pytest.raises(InputError, match="image must be a torch.Tensor"):
+        model.predict_flow(np.zeros((1, 3, 64, 64), np.float32), sparse)
+    with pytest.raises(InputError, match="image must be a float tensor .*uint8"):
+        model.predict_flow(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), sparse)
+    with pytest.raises(InputError, match=r"sparse is torch.float64 .* convert it with .to\(torch.float32\)"):
+        model.predict_flow(image, sparse.double())
+    with torch.no_grad():
+        assert model.predict_flow(image, sparse).shape == (1, 2, 64, 64)

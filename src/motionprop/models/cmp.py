@@ -100,6 +100,15 @@ class CMP(nn.Module):
         return guidance_fill(sparse, self.residual_base, self.idw_power)
 
     def _check_size(self, tensor: torch.Tensor, name: str, channels: int) -> None:
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"{name} must be a torch.Tensor (B, {channels}, H, W), got {type(tensor).__name__}")
+        if not tensor.is_floating_point():
+            what = "0..255 pixels normalized by the config's mean and std" if name == "image" else "pixels"
+            raise InputError(f"{name} must be a float tensor ({what}), got {tensor.dtype}")
+        weight = next(self.parameters())
+        if tensor.dtype != weight.dtype and not torch.is_autocast_enabled(tensor.device.type):
+            raise InputError(f"{name} is {tensor.dtype} but the network's weights are {weight.dtype}: "
+                             f"convert it with .to({weight.dtype})")
         if tensor.dim() != 4 or tensor.shape[1] != channels:
             raise InputError(f"{name} must be (B, {channels}, H, W), got {tuple(tensor.shape)}")
         h, w = tensor.shape[-2:]
