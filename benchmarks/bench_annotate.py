@@ -88,24 +88,20 @@ def objects(data: Path, clips: Sequence[str], min_area: int, limit: int | None) 
 
 
 def davis_objects(root: Path, min_area: int) -> list[tuple[Path, np.ndarray, int]]:
-    """(frame, label map, object id) for the first and middle annotated frame of every DAVIS clip."""
-    import cv2
+    """(frame, label map, object id) for the first and middle frame of every DAVIS clip.
 
-    frames_root, masks_root = root / "JPEGImages", root / "Annotations"
-    if (frames_root / "480p").is_dir():
-        frames_root, masks_root = frames_root / "480p", masks_root / "480p"
-    if not masks_root.is_dir():
-        raise SystemExit(f"bench_annotate: {root} has no Annotations/ folder (DAVIS layout)")
+    Clips and masks are read by :mod:`motionprop.evaluation.davis` (DAVIS-2016 0/255 masks and
+    DAVIS-2017 palette PNGs, with or without the resolution folder).
+    """
+    from motionprop.evaluation.davis import VOID_LABEL, list_clips, read_mask
+
     found = []
-    for clip in sorted(p for p in masks_root.iterdir() if p.is_dir()):
-        masks = sorted(clip.glob("*.png"))
-        for mask_path in (masks[0], masks[len(masks) // 2]) if masks else ():
-            labels = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-            labels = np.where(labels == 255, 1, labels) if set(np.unique(labels)) <= {0, 255} else labels
-            frame = frames_root / clip.name / (mask_path.stem + ".jpg")
-            for index in np.unique(labels[(labels > 0) & (labels < 255)]):
+    for clip in list_clips(root):
+        for i in sorted({0, len(clip.masks) // 2}):
+            labels = read_mask(clip.masks[i])
+            for index in np.unique(labels[(labels > 0) & (labels != VOID_LABEL)]):
                 if (labels == index).sum() >= min_area:
-                    found.append((frame, labels, int(index)))
+                    found.append((clip.frames[i], labels, int(index)))
     return found
 
 
@@ -137,7 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.davis is not None:
-        found = davis_objects(args.davis, args.min_area)[:args.limit]
+        from motionprop.errors import MotionpropError
+
+        try:
+            found = davis_objects(args.davis, args.min_area)[:args.limit]
+        except MotionpropError as exc:
+            parser.error(str(exc))
         source = f"the first and middle frames of the clips of {args.davis}"
     else:
         if not (args.data / "masks").is_dir():
