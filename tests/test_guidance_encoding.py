@@ -163,3 +163,59 @@ def test_the_radius_of_a_residual_model_blends_into_its_fill():
     # A huge radius leaves almost nothing of the network's correction: the flow is the IDW fill.
     torch.testing.assert_close(flow, idw_fill(sparse, power=2.0), atol=1e-3, rtol=0)
     torch.testing.assert_close(unblended, idw_fill(sparse, power=2.0) + 5.0, atol=0.05, rtol=0)
+
+
+AFFINITY = dict(guidance_input="dense", prediction="residual", residual_base="idw", idw_power=4.0,
+                flow_loss="smooth_l1", affinity_dim=8)
+
+
+def test_an_untrained_affinity_model_is_exactly_its_idw_fill_and_the_scale_learns():
+    from motionprop.baselines import idw_fill
+
+    model = _model(**AFFINITY)
+    _zero_last_layer(model)
+    image, sparse = torch.randn(2, 3, 64, 64), random_sparse(size=(64, 64))
+    with torch.no_grad():
+        flow = model.predict_flow(image, sparse)
+    torch.testing.assert_close(flow, idw_fill(sparse, power=4.0), atol=1e-4, rtol=0)
+    # The scale starts at 0, yet gets a gradient, so training can move away from plain IDW.
+    model.train()
+    output = model(image, sparse)
+    (output - torch.randn_like(output)).square().sum().backward()
+    assert model.affinity_scale.grad is not None and model.affinity_scale.grad.abs() > 0
+
+
+def test_affinity_pulls_a_pixel_toward_the_guidance_point_that_looks_like_it():
+    from motionprop.models.guidance_encoding import affinity_correction
+
+    # Two points at the left and right edges of a 1 x 5 cell row; cell 1 is nearer the left point,
+    # but its embedding equals the right point's.
+    embedding = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0, 1.0]]).view(1, 2, 1, 5)
+    sparse = torch.zeros(1, 4, 1, 5)
+    sparse[0, 0, 0, 0], sparse[0, 0, 0, 4] = -10.0, 10.0
+    sparse[0, 2:, 0, 0] = sparse[0, 2:, 0, 4] = 1
+    none = affinity_correction(embedding, sparse, power=4.0, scale=torch.tensor(0.0))
+    assert torch.count_nonzero(none) == 0
+    pulled = affinity_correction(embedding, sparse, power=4.0, scale=torch.tensor(20.0))
+    assert pulled[0, 0, 0, 1] > 10.0  # plain IDW gives about -9.7 there; the affinity flips it toward +10
+    assert torch.all(pulled[0, 1] == 0)  # no vertical guidance, no vertical correction
+
+
+def test_cached_decode_of_an_affinity_model_equals_decode():
+    from motionprop.models.init import init_weights_trained_like
+
+    model = init_weights_trained_like(_model(**AFFINITY)).eval()
+    with torch.no_grad():
+        model.affinity_scale.fill_(5.0)
+        image, sparse = torch.randn(1, 3, 64, 64), random_sparse(size=(64, 64))
+        direct = model(image.expand(2, -1, -1, -1), sparse)
+        cached = model.cached_decode(model.encode_image(image))(sparse)
+    torch.testing.assert_close(cached, direct, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("options", [dict(affinity_dim=-1), dict(affinity_dim=4),
+                                     dict(affinity_dim=4, prediction="residual", residual_base="nearest",
+                                          flow_loss="smooth_l1")])
+def test_affinity_needs_an_idw_residual_regression_model(options):
+    with pytest.raises(ConfigError, match="model.affinity_dim"):
+        ModelConfig(**options).validate()

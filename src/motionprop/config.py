@@ -63,6 +63,7 @@ class ModelConfig:
     residual_base: str = "nearest"
     idw_power: float = 2.0
     guidance_radius: float = 0.0
+    affinity_dim: int = 0
 
     @property
     def output_dim(self) -> int:
@@ -85,6 +86,12 @@ class ModelConfig:
             raise ConfigError(f"model.idw_power must be positive, got {self.idw_power}")
         if not self.guidance_distance_scale > 0:
             raise ConfigError(f"model.guidance_distance_scale must be positive, got {self.guidance_distance_scale}")
+        if self.affinity_dim < 0:
+            raise ConfigError(f"model.affinity_dim must be >= 0 (0 = off), got {self.affinity_dim}")
+        if self.affinity_dim and (self.prediction != "residual" or self.residual_base != "idw"
+                                  or self.is_discrete):
+            raise ConfigError("model.affinity_dim > 0 corrects an IDW fill: it needs model.prediction: residual, "
+                              "model.residual_base: idw and a regression flow_loss (not discrete)")
         if not self.guidance_radius >= 0:
             raise ConfigError(f"model.guidance_radius must be >= 0 (0 = off), got {self.guidance_radius}")
         if not self.decoder_combo or any(c not in (1, 2, 4, 8) for c in self.decoder_combo):

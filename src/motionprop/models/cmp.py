@@ -14,7 +14,7 @@ from ..errors import InputError
 from .alexnet import AlexNetFCN
 from .bins import FlowBins
 from .decoder import PlainDecoder, SkipDecoder
-from .guidance_encoding import blend_guidance, dense_guidance_input, guidance_fill
+from .guidance_encoding import affinity_correction, blend_guidance, dense_guidance_input, guidance_fill
 from .resnet import RESNET_LAYOUTS, dilated_resnet
 from .sparse_encoder import ShallowNet
 
@@ -77,6 +77,10 @@ class CMP(nn.Module):
         self.residual = m.prediction == "residual"
         self.residual_base, self.idw_power = m.residual_base, m.idw_power
         self.guidance_radius = m.guidance_radius
+        self.affinity_dim = m.affinity_dim
+        if m.affinity_dim:
+            self.affinity_embed = nn.Conv2d(m.img_enc_dim, m.affinity_dim, kernel_size=1)
+            self.affinity_scale = nn.Parameter(torch.zeros(()))
 
     @property
     def needs_guidance_for_flow(self) -> bool:
@@ -148,9 +152,24 @@ class CMP(nn.Module):
             features = features.expand(batch, -1, -1, -1)
             skips = tuple(s.expand(batch, -1, -1, -1) for s in skips)
         fused = torch.cat([features, self.flow_encoder(self.encode_guidance(sparse))], dim=1)
-        if self.uses_skips:
-            return self.flow_decoder(fused, skips)
-        return self.flow_decoder(fused)
+        output = self.flow_decoder(fused, skips) if self.uses_skips else self.flow_decoder(fused)
+        if self.affinity_dim:
+            output = output + self._affinity(self.affinity_embedding(image_features.features, output),
+                                             sparse, batch)
+        return output
+
+    def affinity_embedding(self, features: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """Image features -> the affinity embedding (B, affinity_dim, h, w) at the raw output's resolution."""
+        embedding = self.affinity_embed(features)
+        if tuple(embedding.shape[-2:]) != tuple(output.shape[-2:]):
+            embedding = F.interpolate(embedding, size=tuple(output.shape[-2:]), mode="bilinear", align_corners=True)
+        return embedding
+
+    def _affinity(self, embedding: torch.Tensor, sparse: torch.Tensor, batch: int) -> torch.Tensor:
+        """The affinity term of the residual (model.affinity_dim), for ``batch`` guidance sets."""
+        if embedding.shape[0] != batch:
+            embedding = embedding.expand(batch, -1, -1, -1)
+        return affinity_correction(embedding, sparse, self.idw_power, self.affinity_scale)
 
     def cached_decode(self, image_features: ImageFeatures) -> Callable[[torch.Tensor], torch.Tensor]:
         """:meth:`decode` for one encoded image, with everything that depends on the image alone done once.
@@ -165,13 +184,19 @@ class CMP(nn.Module):
             raise InputError(f"cached_decode takes the features of one image, got a batch of "
                              f"{image_features.features.shape[0]}")
         decode = self.flow_decoder.with_image(image_features.features, image_features.skips)
+        embedding: list[torch.Tensor] = []  # computed at the first query, when the output size is known
 
         def run(sparse: torch.Tensor) -> torch.Tensor:
             self._check_size(sparse, "sparse", 4)
             if tuple(sparse.shape[-2:]) != tuple(image_features.image_size):
                 raise InputError(f"sparse is {tuple(sparse.shape[-2:])} but the image was "
                                  f"{image_features.image_size}")
-            return decode(self.flow_encoder(self.encode_guidance(sparse)))
+            output = decode(self.flow_encoder(self.encode_guidance(sparse)))
+            if not self.affinity_dim:
+                return output
+            if not embedding:
+                embedding.append(self.affinity_embedding(image_features.features, output))
+            return output + self._affinity(embedding[0], sparse, sparse.shape[0])
 
         return run
 
