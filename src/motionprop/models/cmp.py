@@ -31,6 +31,10 @@ SPARSE_ENCODER_STRIDES: dict[str, tuple[int, int, int]] = {
 }
 
 
+# The affinity scale is stored divided by this: SGD then moves it as fast as a logit, not 100x slower.
+AFFINITY_SCALE_GAIN = 10.0
+
+
 class ImageFeatures(NamedTuple):
     """What :meth:`CMP.encode_image` returns: reusable for many guidance sets of the same image."""
 
@@ -169,7 +173,7 @@ class CMP(nn.Module):
         """The affinity term of the residual (model.affinity_dim), for ``batch`` guidance sets."""
         if embedding.shape[0] != batch:
             embedding = embedding.expand(batch, -1, -1, -1)
-        return affinity_correction(embedding, sparse, self.idw_power, self.affinity_scale)
+        return affinity_correction(embedding, sparse, self.idw_power, AFFINITY_SCALE_GAIN * self.affinity_scale)
 
     def cached_decode(self, image_features: ImageFeatures) -> Callable[[torch.Tensor], torch.Tensor]:
         """:meth:`decode` for one encoded image, with everything that depends on the image alone done once.
