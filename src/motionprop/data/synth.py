@@ -54,6 +54,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, MotionpropError
+from ..fileio import remove_stale_temporaries
 from . import layout
 from .layout import FLOW_FORMATS, JPEG_QUALITY  # noqa: F401 -- JPEG_QUALITY re-exported
 
@@ -501,8 +502,9 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
 
     List paths are relative to the lists folder unless ``list_prefix`` is given,
     which is then written before every path (see the module docstring). Clips whose files all exist
-    are kept, so re-running into a complete folder writes nothing. The progress
-    bar shows only on a terminal.
+    are kept, so re-running into a complete folder writes nothing; temporary files
+    that a killed run left are removed (:func:`motionprop.fileio.remove_stale_temporaries`).
+    The progress bar shows only on a terminal.
     """
     from tqdm import tqdm
 
@@ -510,6 +512,7 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
     root = Path(out_dir)
     layout.check_list_prefix(list_prefix)
     layout.check_output_folder(root, "synth.json", asdict(config), "synthetic data")
+    remove_stale_temporaries(root, recursive=True)  # of an earlier run killed with -9
     meta = {"format_version": FORMAT_VERSION, "generator": "motionprop synth", "config": asdict(config),
             "photos": list(COLOR_PHOTOS + GRAY_PHOTOS), "list_prefix": list_prefix,
             "clips": {"train": config.num_clips - config.num_val_clips, "val": config.num_val_clips}}
