@@ -123,8 +123,8 @@ class PrepareConfig:
             raise InputError(f"flow_format must be one of {', '.join(layout.FLOW_FORMATS)}, got {self.flow_format!r}")
         if not 0 < self.cut_threshold <= 1:
             raise InputError(f"cut_threshold must be in (0, 1] (1 keeps every pair), got {self.cut_threshold}")
-        if not self.min_motion >= 0:
-            raise InputError(f"min_motion must be >= 0 pixels, got {self.min_motion}")
+        if not 0 <= self.min_motion < math.inf:
+            raise InputError(f"min_motion must be a number of pixels >= 0, got {self.min_motion}")
         if not 0 <= self.motion_percentile <= 100:
             raise InputError(f"motion_percentile must be in 0..100, got {self.motion_percentile}")
         if not 0 <= self.val_fraction < 1:

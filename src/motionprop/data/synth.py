@@ -107,8 +107,10 @@ class SynthConfig:
             raise InputError(f"objects must be 0 <= min <= max, got {self.min_objects},{self.max_objects}")
         if self.flow_format not in FLOW_FORMATS:
             raise InputError(f"flow_format must be one of {', '.join(FLOW_FORMATS)}, got {self.flow_format!r}")
-        if not self.max_flow > 1:
-            raise InputError(f"max_flow must be above 1 pixel, got {self.max_flow}")
+        if not 1 < self.max_flow < math.inf:
+            raise InputError(f"max_flow must be a number of pixels above 1, got {self.max_flow}")
+        if self.seed < 0:  # numpy's generators take no negative seed
+            raise InputError(f"seed must be >= 0, got {self.seed}")
 
     @property
     def num_clips(self) -> int:
@@ -136,14 +138,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def parse_range(text: str) -> tuple[int, int]:
-    """``"2,5"`` -> ``(2, 5)``; a single number ``"3"`` -> ``(3, 3)``."""
+def parse_range(text: str, name: str = "range") -> tuple[int, int]:
+    """``"2,5"`` -> ``(2, 5)``; a single number ``"3"`` -> ``(3, 3)``; an error names ``name`` (e.g. ``objects``)."""
     parts = text.split(",")
     if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-        raise InputError(f"expected MIN,MAX like 2,5, got {text!r}")
+        raise InputError(f"{name} must be MIN,MAX of whole numbers >= 0 like 2,5, got {text!r}")
     low, high = int(parts[0]), int(parts[-1])
     if low > high:
-        raise InputError(f"expected MIN <= MAX, got {text!r}")
+        raise InputError(f"{name} must be MIN,MAX with MIN <= MAX, got {text!r}")
     return low, high
 
 
