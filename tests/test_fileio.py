@@ -124,3 +124,22 @@ def test_a_stale_old_folder_whose_target_is_missing_is_put_back(tmp_path):
     assert remove_stale_temporaries(tmp_path) == [new]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert (tmp_path / "out" / "weights").read_text() == "the complete old version"
+
+
+def test_save_model_puts_back_a_folder_a_killed_replacement_left_aside(tmp_path):
+    """convert --force killed between the renames: the next save_model finds the old checkpoint in place."""
+    import motionprop
+    from motionprop.fileio import temp_prefix
+    from motionprop.models import create_model
+
+    cfg = motionprop.Config(model=motionprop.ModelConfig(image_encoder="resnet18", img_enc_dim=16, nbins=5))
+    model = create_model(cfg)
+    motionprop.save_model(tmp_path / "ckpt", model)
+    dead = dead_pid()
+    os.replace(tmp_path / "ckpt", tmp_path / (temp_prefix("ckpt", "old", pid=dead) + "abcdefgh"))
+    (tmp_path / (temp_prefix("ckpt", pid=dead) + "hgfedcba")).mkdir()  # the new one, half written
+    (tmp_path / (temp_prefix("other", pid=dead) + "hgfedcba")).mkdir()  # not this target's: left alone
+    with pytest.raises(motionprop.CheckpointError, match="already exists"):
+        motionprop.save_model(tmp_path / "ckpt", model)
+    motionprop.load_model(tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt", temp_prefix("other", pid=dead) + "hgfedcba"])

@@ -115,7 +115,8 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False,
+                             target: str | None = None) -> list[Path]:
     """Delete the temporaries in ``folder`` that a dead process of this host left; return what was removed.
 
     A temporary counts as stale when its name (see the module docstring) holds
@@ -125,7 +126,8 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False)
     unrelated process only keeps a stale name longer. A stale ``old`` folder
     whose target is missing (killed between the two renames of a replacement)
     is renamed back onto the target instead: it is the only complete copy.
-    ``recursive`` also searches sub-folders (not inside temporary folders).
+    ``recursive`` also searches sub-folders (not inside temporary folders);
+    ``target`` keeps to the temporaries of that one name.
     """
     import shutil
 
@@ -133,7 +135,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False)
     for parent, dirs, names in os.walk(folder):
         for name in [*dirs, *names]:
             match = _TEMP_NAME.match(name)
-            if match and match["host"] == host_tag():
+            if match and match["host"] == host_tag() and target in (None, match["target"]):
                 candidates.append((Path(parent) / name, match))
         dirs[:] = [d for d in dirs if recursive and not _TEMP_NAME.match(d)]
     removed = []  # every name was listed before any PID is checked: a temporary made later is never seen
