@@ -70,3 +70,76 @@ def test_atomic_dir_replace_keeps_the_old_folder_until_the_new_one_is_whole(tmp_
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def dead_pid() -> int:
+    """The PID of a process that has finished (and been reaped): no process has it now."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporary_names_hold_the_writer_and_are_recognised(tmp_path):
+    from motionprop.fileio import temp_prefix
+
+    with atomic_path(tmp_path / "out.png") as tmp:
+        assert tmp.name.startswith(temp_prefix("out.png")) and tmp.suffix == ".png"
+        assert f".tmp{os.getpid()}-" in tmp.name
+    with atomic_dir(tmp_path / "ckpt") as tmp:
+        assert tmp.name.startswith(temp_prefix("ckpt"))
+
+
+def test_remove_stale_temporaries_keeps_live_writers_and_other_hosts(tmp_path):
+    from motionprop.fileio import remove_stale_temporaries, temp_prefix
+
+    dead = dead_pid()
+    sub = tmp_path / "frames" / "clip"
+    sub.mkdir(parents=True)
+    stale = [tmp_path / (temp_prefix("a.txt", pid=dead) + "abcd1234.txt"),
+             sub / (temp_prefix("0.jpg", pid=dead) + "x_y12345.jpg")]
+    stale_dir = tmp_path / (temp_prefix("iter_1", pid=dead) + "zzzzzzzz")
+    live = tmp_path / (temp_prefix("b.txt") + "abcd1234.txt")  # this very process: alive
+    other_host = tmp_path / f".c.txt.tmp{dead}-00000000-new-abcd1234.txt"
+    unrelated = [tmp_path / ".hidden", tmp_path / ".d.txt.abcd1234.txt", tmp_path / "a.txt"]
+    for path in [*stale, live, other_host, *unrelated]:
+        path.write_text("x")
+    stale_dir.mkdir()
+    (stale_dir / "model.safetensors").write_text("half")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([stale[0], stale_dir])  # not recursive
+    assert stale[1].exists()
+    assert remove_stale_temporaries(tmp_path, recursive=True) == [stale[1]]
+    assert all(p.exists() for p in [live, other_host, *unrelated])
+
+
+def test_a_stale_old_folder_whose_target_is_missing_is_put_back(tmp_path):
+    """Killed between the two renames of atomic_dir(replace=True): the moved-aside folder is the only copy."""
+    from motionprop.fileio import remove_stale_temporaries, temp_prefix
+
+    dead = dead_pid()
+    old = tmp_path / (temp_prefix("out", "old", pid=dead) + "abcdefgh")
+    old.mkdir()
+    (old / "weights").write_text("the complete old version")
+    new = tmp_path / (temp_prefix("out", pid=dead) + "hgfedcba")
+    new.mkdir()
+    assert remove_stale_temporaries(tmp_path) == [new]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (tmp_path / "out" / "weights").read_text() == "the complete old version"
+
+
+def test_save_model_puts_back_a_folder_a_killed_replacement_left_aside(tmp_path):
+    """convert --force killed between the renames: the next save_model finds the old checkpoint in place."""
+    import motionprop
+    from motionprop.fileio import temp_prefix
+    from motionprop.models import create_model
+
+    cfg = motionprop.Config(model=motionprop.ModelConfig(image_encoder="resnet18", img_enc_dim=16, nbins=5))
+    model = create_model(cfg)
+    motionprop.save_model(tmp_path / "ckpt", model)
+    dead = dead_pid()
+    os.replace(tmp_path / "ckpt", tmp_path / (temp_prefix("ckpt", "old", pid=dead) + "abcdefgh"))
+    (tmp_path / (temp_prefix("ckpt", pid=dead) + "hgfedcba")).mkdir()  # the new one, half written
+    (tmp_path / (temp_prefix("other", pid=dead) + "hgfedcba")).mkdir()  # not this target's: left alone
+    with pytest.raises(motionprop.CheckpointError, match="already exists"):
+        motionprop.save_model(tmp_path / "ckpt", model)
+    motionprop.load_model(tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt", temp_prefix("other", pid=dead) + "hgfedcba"])

@@ -625,6 +625,36 @@ def test_write_text_once_never_replaces_and_its_temporary_file_does_not_block_a_
         layout.check_output_folder(tmp_path / "other", "prepare.json", {}, "a prepared data set")
 
 
+
+def test_a_start_removes_temporaries_of_a_killed_run_and_keeps_a_concurrent_shard_s(tmp_path):
+    """Stale names (dead PID) go at the next start; a live writer's (this PID) stay, as a running shard's must."""
+    from test_fileio import dead_pid
+
+    from motionprop.fileio import temp_prefix
+
+    video = write_video(tmp_path / "pan.mp4", moving_frames(3))
+    root = tmp_path / "set"
+    config = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0)
+    prepare([video], root, config, workers=1, progress=False)
+    lists = read_lists(root)
+    dead = dead_pid()
+    stale = [root / (temp_prefix("prepare.json", pid=dead) + "abcdefgh.json"),
+             root / "clips" / (temp_prefix("pan.json", pid=dead) + "abcdefgh.json"),
+             root / "frames/pan" / (temp_prefix("000001.jpg", pid=dead) + "abcdefgh.jpg"),
+             root / "flow/pan" / (temp_prefix("000001.flo", pid=dead) + "abcdefgh.flo")]
+    live = [root / "frames/pan" / (temp_prefix("000002.jpg") + "abcdefgh.jpg"),
+            root / "shards" / (temp_prefix("0-of-2.json") + "abcdefgh.json")]
+    for path in [*stale, *live]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+    summary = prepare([video], root, config, workers=1, progress=False)
+    assert summary.clips_kept == 1 and read_lists(root) == lists
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in live)
+    stale_again = root / "frames/pan" / (temp_prefix("000001.jpg", pid=dead) + "zzzzzzzz.jpg")
+    stale_again.write_bytes(b"half written")
+    prepare([video], root, config, workers=1, progress=False, shard=Shard(0, 1))
+    assert not stale_again.exists() and all(p.exists() for p in live)
+
 @pytest.mark.parametrize("value", ["3/3", "-1/3", "1", "a/b", "0/0", "1/2/3", ""])
 def test_bad_shard_exits_2_with_one_line(tmp_path, capsys, value):
     (tmp_path / "in").mkdir()

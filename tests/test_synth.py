@@ -226,3 +226,27 @@ def test_cli_generates_lists(tmp_path, capsys, monkeypatch):
     assert line.startswith("../frames/00000/000000.jpg ")  # relative to the lists folder
     assert all((tmp_path / "data/synth/lists" / p).is_file() for p in line.split())
     assert "train.txt (2 pairs)" in capsys.readouterr().out
+
+
+def test_a_rerun_removes_temporaries_of_a_killed_run_but_not_of_a_live_one(tmp_path):
+    """After kill -9 the temporary names stay; the next start deletes those whose writer is dead (issue 13)."""
+    from test_fileio import dead_pid
+
+    from motionprop.fileio import temp_prefix
+
+    config = SynthConfig(height=48, width=64, num_pairs=3, seed=5)
+    root = tmp_path / "set"
+    generate(root, config, progress=False)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    dead = dead_pid()
+    stale = [root / (temp_prefix("synth.json", pid=dead) + "abcdefgh.json"),
+             root / "frames/00000" / (temp_prefix("000001.jpg", pid=dead) + "abcdefgh.jpg"),
+             root / "lists" / (temp_prefix("train.txt", pid=dead) + "abcdefgh.txt")]
+    live = root / "flow/00000" / (temp_prefix("000000.flo") + "abcdefgh.flo")  # this process: a live writer
+    for path in [*stale, live]:
+        path.write_bytes(b"half written")
+    summary = generate(root, config, progress=False)
+    assert summary.clips_written == 0
+    assert not any(p.exists() for p in stale) and live.exists()
+    live.unlink()
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -141,3 +141,27 @@ def test_a_refused_resume_or_a_failed_start_writes_nothing(tiny_data, tmp_path):
     with pytest.raises(motionprop.InputError, match="tensorboard"):  # and a failed new start leaves no folder
         train(cfg, TrainOptions(tmp_path / "new", tensorboard=True, progress=False, log=lambda *_: None))
     assert not (tmp_path / "new").exists()
+
+
+def test_resume_removes_a_checkpoint_folder_a_killed_run_left_half_written(tiny_data, tmp_path):  # noqa: F811
+    """kill -9 while saving leaves a ~100 MB temporary folder; --resume deletes it, not a live writer's."""
+    from test_fileio import dead_pid
+
+    from motionprop.fileio import temp_prefix
+
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_data, "train.total_iter=1", "train.val_freq=1000")
+    train(cfg, TrainOptions(run, progress=False, log=lambda *_: None))
+    dead = dead_pid()
+    stale = run / "checkpoints" / (temp_prefix("iter_0000002", pid=dead) + "abcdefgh")
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half written")
+    stale_config = run / (temp_prefix("config.yaml", pid=dead) + "abcdefgh.yaml")
+    stale_config.write_text("half")
+    live = run / "checkpoints" / (temp_prefix("iter_0000009") + "abcdefgh")  # this process: alive
+    live.mkdir()
+    longer = tiny_config(tiny_data, "train.total_iter=2", "train.val_freq=1000")
+    assert train(longer, TrainOptions(run, resume=True, progress=False, log=lambda *_: None)).iteration == 2
+    assert not stale.exists() and not stale_config.exists() and live.is_dir()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(["iter_0000001", "iter_0000002",
+                                                                              live.name])

@@ -30,7 +30,7 @@ from torch import nn
 
 from .config import Config, ModelConfig, config_from_dict
 from .errors import CheckpointError, ConfigError
-from .fileio import atomic_dir, atomic_path
+from .fileio import atomic_dir, atomic_path, remove_stale_temporaries
 from .models.cmp import CMP
 from .models.factory import resolve_config
 
@@ -75,8 +75,13 @@ def save_weights(path: str | Path, model: CMP, extra: Mapping[str, Any] | None =
 
 def save_model(directory: str | Path, model: CMP, extra: Mapping[str, Any] | None = None,
                overwrite: bool = False) -> Path:
-    """Write a motionprop checkpoint folder (weights + config.yaml); the folder appears whole or not at all."""
+    """Write a motionprop checkpoint folder (weights + config.yaml); the folder appears whole or not at all.
+
+    A replacement that ``kill -9`` cut between its two renames left the old
+    folder under a temporary name: it is put back first (and leftovers deleted).
+    """
     directory = Path(directory)
+    remove_stale_temporaries(directory.parent, target=directory.name)
     if directory.exists():
         if not overwrite:
             raise CheckpointError(f"output folder already exists: {directory} (choose another or remove it)")

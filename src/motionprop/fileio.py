@@ -1,9 +1,22 @@
-"""Small file helpers shared by every writer: atomic replacement of outputs."""
+"""Small file helpers shared by every writer: atomic replacement of outputs.
+
+Temporary names say who wrote them: ``.<name>.tmp<pid>-<host>-<kind>-<random><suffix>``
+beside the target ``<name>``, where ``<pid>`` is the writing process, ``<host>``
+the first 8 hex digits of the SHA-256 of its host name and ``<kind>`` ``new``
+(the file or folder being written) or ``old`` (a folder being replaced, moved
+aside). After ``kill -9`` (or a power cut) such names stay; the next start of
+the command calls :func:`remove_stale_temporaries`, which deletes only those
+written on this host by a process that no longer exists. A concurrent writer
+into the same folder (``prepare --shard K/N`` on this or another machine) is
+alive or on another host, so its temporaries are never touched.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -20,7 +33,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix,
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=path.suffix if suffix is None else suffix,
                                dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -45,13 +58,13 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), dir=path.parent))
     try:
         yield tmp
         _default_permissions(tmp, 0o777)
         old = None
         if replace and path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name, "old"), dir=path.parent))
             os.replace(path, old)  # onto the empty placeholder
         os.replace(tmp, path)
         if old is not None:
@@ -59,6 +72,87 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@functools.lru_cache(maxsize=1)
+def host_tag() -> str:
+    """8 hex digits naming this machine in temporary names (a hash: host names may hold any character)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_prefix(name: str, kind: str = "new", pid: int | None = None) -> str:
+    """The start of a temporary name for target ``name``, written by ``pid`` (default: this process).
+
+    ``kind`` is ``"new"`` for what is being written, ``"old"`` for a folder moved
+    aside while it is replaced; mkstemp/mkdtemp append 8 random characters.
+    """
+    if kind not in ("new", "old"):
+        raise ValueError(f"kind must be 'new' or 'old', got {kind!r}")
+    return f".{name}.tmp{os.getpid() if pid is None else pid}-{host_tag()}-{kind}-"
+
+
+# mkstemp's random part: 8 of "a-z0-9_"; anything after it is the target's suffix.
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+?)\.tmp(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-(?P<kind>new|old)-[a-z0-9_]{8}")
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host; True when unsure (never delete what may be in use).
+
+    Signal 0 checks without signalling. On Windows os.kill would terminate the
+    process, so there every process counts as alive.
+    """
+    if os.name != "posix" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False,
+                             target: str | None = None) -> list[Path]:
+    """Delete the temporaries in ``folder`` that a dead process of this host left; return what was removed.
+
+    A temporary counts as stale when its name (see the module docstring) holds
+    this host's tag and the PID of no running process. Temporaries of live
+    processes and of other hosts are kept, so a command may call this at its
+    start while other processes write into the same folder. A PID reused by an
+    unrelated process only keeps a stale name longer. A stale ``old`` folder
+    whose target is missing (killed between the two renames of a replacement)
+    is renamed back onto the target instead: it is the only complete copy.
+    ``recursive`` also searches sub-folders (not inside temporary folders);
+    ``target`` keeps to the temporaries of that one name.
+    """
+    import shutil
+
+    candidates = []
+    for parent, dirs, names in os.walk(folder):
+        for name in [*dirs, *names]:
+            match = _TEMP_NAME.match(name)
+            if match and match["host"] == host_tag() and target in (None, match["target"]):
+                candidates.append((Path(parent) / name, match))
+        dirs[:] = [d for d in dirs if recursive and not _TEMP_NAME.match(d)]
+    removed = []  # every name was listed before any PID is checked: a temporary made later is never seen
+    for path, match in candidates:
+        if _process_exists(int(match["pid"])):
+            continue
+        target = path.parent / match["target"]
+        with contextlib.suppress(FileNotFoundError):
+            if match["kind"] == "old" and path.is_dir() and not os.path.lexists(target):
+                os.replace(path, target)
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _default_permissions(path: Path, mode: int) -> None:

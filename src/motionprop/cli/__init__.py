@@ -59,16 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:  # e.g. 'motionprop presets --json | head -1': the reader has all it wants
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that left is then a BrokenPipeError caught below
+        return code
+    except BrokenPipeError:
+        # e.g. 'motionprop presets --json | head -1': the reader has all it wants. 141 = 128 + SIGPIPE,
+        # the status a shell reports for a writer the signal stopped (cat, yes), so 'set -o pipefail'
+        # scripts see what they would see with coreutils; nothing is printed, not even at exit.
         _silence_stdout()
         return 141
     except (MotionpropError, OSError, RecursionError) as exc:
         print(f"motionprop {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        _flush_stdout_quietly()
         return 2
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", 2)  # training raises it with the signal that stopped it
         print(f"motionprop {args.command}: interrupted", file=sys.stderr)
+        _flush_stdout_quietly()
         return 128 + signum
 
 
@@ -82,6 +89,18 @@ def _one_line(exc: BaseException) -> str:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _flush_stdout_quietly() -> None:
+    """Flush what a failed command printed; if stdout is gone (a closed pipe, a full disk) say nothing more.
+
+    Otherwise the interpreter's own flush at exit would print "Exception ignored"
+    after the one-line error.
+    """
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
 
 
 def _silence_stdout() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from typing import Iterable, Iterator
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,17 +57,40 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_synth)
 
 
+@contextlib.contextmanager
+def _option_names(fields: Iterable[str], renamed: dict[str, str] | None = None) -> Iterator[None]:
+    """Re-raise an InputError about a config field (``num_pairs must be ...``) naming its option (``--num-pairs``).
+
+    The configs' own messages name their fields, as a Python caller knows them;
+    on the command line the user knows the options. Fields are the option's
+    name with '-' for '_' unless ``renamed`` says otherwise.
+    """
+    from ..errors import InputError
+
+    try:
+        yield
+    except InputError as exc:
+        field, _, rest = str(exc).partition(" ")
+        if field not in set(fields):
+            raise
+        option = (renamed or {}).get(field, "--" + field.replace("_", "-"))
+        raise InputError(f"{option} {rest}") from None
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     """Generate (or complete) the synthetic data set and print where the lists are."""
     import time
+    from dataclasses import fields
 
     from ..data.synth import SynthConfig, generate, parse_range, parse_size
 
-    height, width = parse_size(args.size)
-    min_objects, max_objects = parse_range(args.objects)
-    config = SynthConfig(height=height, width=width, num_pairs=args.num_pairs, val_fraction=args.val_fraction,
-                         frames_per_clip=args.frames_per_clip, min_objects=min_objects, max_objects=max_objects,
-                         flow_format=args.flow_format, max_flow=args.max_flow, seed=args.seed)
+    with _option_names([*(f.name for f in fields(SynthConfig)), "size", "objects"]):
+        height, width = parse_size(args.size)
+        min_objects, max_objects = parse_range(args.objects, "objects")
+        config = SynthConfig(height=height, width=width, num_pairs=args.num_pairs, val_fraction=args.val_fraction,
+                             frames_per_clip=args.frames_per_clip, min_objects=min_objects, max_objects=max_objects,
+                             flow_format=args.flow_format, max_flow=args.max_flow, seed=args.seed)
+        config.validate()
     start = time.perf_counter()
     summary = generate(args.out, config, list_prefix=args.list_prefix)
     seconds = time.perf_counter() - start
@@ -176,6 +201,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     Exit code 1 when the lists hold no pair at all, or when every clip of a shard failed.
     """
     import logging
+    from dataclasses import fields
 
     from ..data.prepare import PrepareConfig, parse_shard, parse_side, prepare, write_lists_only
     from ..errors import InputError
@@ -190,6 +216,10 @@ def _run_prepare(args: argparse.Namespace) -> int:
                            flow_format=args.flow_format, cut_threshold=args.cut_threshold,
                            min_motion=args.min_motion, motion_percentile=args.motion_percentile,
                            val_fraction=args.val_fraction, seed=args.seed, raft_weights=args.raft_weights)
+    with _option_names([f.name for f in fields(PrepareConfig)], {"max_pairs_per_clip": "--max-pairs"}):
+        config.validate()
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.lists_only:
         summary = write_lists_only(args.inputs, args.out, config, list_prefix=args.list_prefix)
     else:
@@ -254,6 +284,7 @@ def _register_samples(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_samples(args: argparse.Namespace) -> int:
     """List the samples, or write the one named to ``--out``."""
+    from ..data.layout import FLOW_FORMATS
     from ..data.samples import SAMPLES, is_available, write_stereo_sample
     from ..errors import InputError
 
@@ -267,6 +298,8 @@ def _run_samples(args: argparse.Namespace) -> int:
         raise InputError(f"unknown sample {args.name!r}; samples: {', '.join(SAMPLES)}")
     if args.out is None:
         raise InputError("give --out DIR to write a sample (or no NAME to list them)")
+    if args.flow_format not in FLOW_FORMATS:
+        raise InputError(f"--flow-format must be one of {', '.join(FLOW_FORMATS)}, got {args.flow_format!r}")
     if SAMPLES[args.name].kind == "video":
         from ..data.prepare import PrepareConfig, prepare
 

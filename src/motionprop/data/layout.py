@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, temp_prefix
 
 FLOW_FORMATS = ("flo", "png", "npy", "npz", "jpg")
 JPEG_QUALITY = 95
@@ -119,7 +119,7 @@ def write_text_once(path: str | os.PathLike, text: str) -> bool:
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "w") as file:
             file.write(text)

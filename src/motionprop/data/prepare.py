@@ -65,6 +65,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError, MotionpropError
+from ..fileio import remove_stale_temporaries
 from . import layout
 from .optical_flow import DIS_PRESETS, ESTIMATORS, cached_estimator
 from .samples import resolve_input
@@ -122,8 +123,8 @@ class PrepareConfig:
             raise InputError(f"flow_format must be one of {', '.join(layout.FLOW_FORMATS)}, got {self.flow_format!r}")
         if not 0 < self.cut_threshold <= 1:
             raise InputError(f"cut_threshold must be in (0, 1] (1 keeps every pair), got {self.cut_threshold}")
-        if not self.min_motion >= 0:
-            raise InputError(f"min_motion must be >= 0 pixels, got {self.min_motion}")
+        if not 0 <= self.min_motion < math.inf:
+            raise InputError(f"min_motion must be a number of pixels >= 0, got {self.min_motion}")
         if not 0 <= self.motion_percentile <= 100:
             raise InputError(f"motion_percentile must be in 0..100, got {self.motion_percentile}")
         if not 0 <= self.val_fraction < 1:
@@ -899,6 +900,21 @@ def _clips_to_prepare(root: Path, inputs: Sequence[str | os.PathLike],
     return found, _unique_names(_avoid_marker_clashes(root, clips))
 
 
+def _remove_stale_temporaries(root: Path, clips: Sequence[ClipSource]) -> None:
+    """Delete the temporary files that a killed run (``kill -9``) left in the folders this run writes.
+
+    Only names of dead processes on this host go (see :mod:`motionprop.fileio`),
+    so concurrent shards, here or on other machines, keep theirs. Only this
+    run's clips' folders are searched, not the whole data set: at scale each
+    shard would otherwise list every other shard's files too.
+    """
+    for folder in ("", "clips", "shards", "lists"):
+        remove_stale_temporaries(root / folder)
+    for clip in clips:
+        for kind in ("frames", "flow"):
+            remove_stale_temporaries(root / kind / clip.name)
+
+
 def default_workers() -> int:
     """One worker per usable core, at most 8: each runs OpenCV on one thread while this process decodes.
 
@@ -916,7 +932,8 @@ def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     """Write the training set of ``inputs`` (videos, folders of videos or of frames) under ``out_dir``.
 
     Resumable: pairs and clips already on disk are kept and the lists are
-    rebuilt from the files. ``list_prefix`` replaces the lists' default
+    rebuilt from the files; temporary files a killed run left are removed
+    (:func:`_remove_stale_temporaries`). ``list_prefix`` replaces the lists' default
     relative-to-the-list paths (see :mod:`motionprop.data.layout`).
     Raises :class:`InputError` on bad inputs or parameters; unreadable clips are
     skipped and listed in the summary. With ``workers > 1`` the workers are
@@ -943,6 +960,7 @@ def prepare(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
         require_pyav()
     meta_check = (root, "prepare.json", asdict(config), "a prepared data set", RESUMABLE_FIELDS)
     layout.check_output_folder(*meta_check)
+    _remove_stale_temporaries(root, clips)
     cached_estimator(config.estimator, config.estimator_options())  # a missing RAFT fails here, once
     if shard is None:
         layout.write_text_if_changed(root / "prepare.json", _meta_text(config, clips, list_prefix))

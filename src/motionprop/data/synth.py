@@ -54,6 +54,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, MotionpropError
+from ..fileio import remove_stale_temporaries
 from . import layout
 from .layout import FLOW_FORMATS, JPEG_QUALITY  # noqa: F401 -- JPEG_QUALITY re-exported
 
@@ -106,8 +107,10 @@ class SynthConfig:
             raise InputError(f"objects must be 0 <= min <= max, got {self.min_objects},{self.max_objects}")
         if self.flow_format not in FLOW_FORMATS:
             raise InputError(f"flow_format must be one of {', '.join(FLOW_FORMATS)}, got {self.flow_format!r}")
-        if not self.max_flow > 1:
-            raise InputError(f"max_flow must be above 1 pixel, got {self.max_flow}")
+        if not 1 < self.max_flow < math.inf:
+            raise InputError(f"max_flow must be a number of pixels above 1, got {self.max_flow}")
+        if self.seed < 0:  # numpy's generators take no negative seed
+            raise InputError(f"seed must be >= 0, got {self.seed}")
 
     @property
     def num_clips(self) -> int:
@@ -135,14 +138,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def parse_range(text: str) -> tuple[int, int]:
-    """``"2,5"`` -> ``(2, 5)``; a single number ``"3"`` -> ``(3, 3)``."""
+def parse_range(text: str, name: str = "range") -> tuple[int, int]:
+    """``"2,5"`` -> ``(2, 5)``; a single number ``"3"`` -> ``(3, 3)``; an error names ``name`` (e.g. ``objects``)."""
     parts = text.split(",")
     if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-        raise InputError(f"expected MIN,MAX like 2,5, got {text!r}")
+        raise InputError(f"{name} must be MIN,MAX of whole numbers >= 0 like 2,5, got {text!r}")
     low, high = int(parts[0]), int(parts[-1])
     if low > high:
-        raise InputError(f"expected MIN <= MAX, got {text!r}")
+        raise InputError(f"{name} must be MIN,MAX with MIN <= MAX, got {text!r}")
     return low, high
 
 
@@ -501,8 +504,9 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
 
     List paths are relative to the lists folder unless ``list_prefix`` is given,
     which is then written before every path (see the module docstring). Clips whose files all exist
-    are kept, so re-running into a complete folder writes nothing. The progress
-    bar shows only on a terminal.
+    are kept, so re-running into a complete folder writes nothing; temporary files
+    that a killed run left are removed (:func:`motionprop.fileio.remove_stale_temporaries`).
+    The progress bar shows only on a terminal.
     """
     from tqdm import tqdm
 
@@ -510,6 +514,7 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
     root = Path(out_dir)
     layout.check_list_prefix(list_prefix)
     layout.check_output_folder(root, "synth.json", asdict(config), "synthetic data")
+    remove_stale_temporaries(root, recursive=True)  # of an earlier run killed with -9
     meta = {"format_version": FORMAT_VERSION, "generator": "motionprop synth", "config": asdict(config),
             "photos": list(COLOR_PHOTOS + GRAY_PHOTOS), "list_prefix": list_prefix,
             "clips": {"train": config.num_clips - config.num_val_clips, "val": config.num_val_clips}}

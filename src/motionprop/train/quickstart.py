@@ -87,6 +87,17 @@ def _ensure_real_video(root: Path, log: Any) -> list[Path]:
     return lists
 
 
+def _check_out_folder(out: Path) -> None:
+    """Refuse an output that is a file, or lies under one, before any work (a one-line InputError)."""
+    from ..errors import InputError
+
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"--out {out}: {folder} is a file, not a folder")
+            return
+
+
 def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float | None = None,
                    overrides: list[str] | None = None, log: Any = print, synth: Any = None,
                    real: bool = True, recipe: str = "quickstart") -> dict[str, Any]:
@@ -99,9 +110,11 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     from ..config import apply_overrides
 
     cfg = quickstart_config(recipe)
+    apply_overrides(cfg, overrides or [])  # a bad override fails now, not after minutes of data
     if time_limit_min is None:
         time_limit_min = RECIPES[recipe][1]
     out = Path(out)
+    _check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     train_lists, val_list = _ensure_data(out, log, synth, real)
     sources = ",".join(str(p.resolve()) for p in train_lists)

@@ -117,14 +117,19 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
 
 
 def start_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> None:
-    """Make the run folder (``force``: replace the old one) and save its config, atomically (rank 0)."""
+    """Make the run folder (``force``: replace the old one) and save its config, atomically (rank 0).
+
+    On ``--resume`` the temporaries that a killed run left (a checkpoint folder
+    being written: about 100 MB) are deleted first; see :mod:`motionprop.fileio`.
+    """
     import shutil
 
-    from ..fileio import atomic_path
+    from ..fileio import atomic_path, remove_stale_temporaries
 
     if not opts.resume and opts.force and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir, recursive=True)  # half-written checkpoints of a run killed with -9
     with atomic_path(run_dir / "config.yaml") as tmp:  # on resume e.g. a longer train.total_iter
         tmp.write_text(cfg.to_yaml())
 
