@@ -61,20 +61,22 @@ def propagate_step(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Te
     affinities among all M*n context cells) average of their labels.
     """
     m, c, n = keys.shape
-    keys_flat = keys.permute(0, 2, 1).reshape(m * n, c)            # (M*n, C)
+    keys_t = keys.permute(1, 0, 2).reshape(c, m * n)              # (C, M*n)
     labels_flat = key_labels.permute(1, 0, 2).reshape(key_labels.shape[1], m * n)  # (L, M*n)
     k = min(topk, m * n)
     out = []
     for start in range(0, query.shape[1], query_chunk):
         q = query[:, start:start + query_chunk]                       # (C, q)
-        affinity = (keys_flat @ q) / temperature                      # (M*n, q)
+        # Queries as rows: the top-k runs along contiguous memory, and the window
+        # mask broadcasts over the M context frames instead of being repeated.
+        affinity = (q.T @ keys_t).div_(temperature)                   # (q, M*n)
         if window is not None:
-            allowed = window[:, start:start + query_chunk].repeat(m, 1)
-            affinity = affinity.masked_fill(~allowed, float("-inf"))
-        values, index = affinity.topk(k, dim=0)                       # (k, q)
-        weights = torch.softmax(values, dim=0)
-        gathered = labels_flat[:, index]                              # (L, k, q)
-        out.append((gathered * weights[None]).sum(dim=1))
+            outside = ~window[:, start:start + query_chunk].T        # (q, n); the window is symmetric
+            affinity.view(-1, m, n).masked_fill_(outside[:, None, :], float("-inf"))
+        values, index = affinity.topk(k, dim=1)                       # (q, k)
+        weights = torch.softmax(values, dim=1)
+        gathered = labels_flat[:, index]                              # (L, q, k)
+        out.append((gathered * weights[None]).sum(dim=2))
     return torch.cat(out, dim=1)
 
 
