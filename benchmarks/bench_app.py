@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=12, help="uploads for the memory figure (default 12)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier on a busy "
                         "machine, see docs/apps.md)")
+    parser.add_argument("--working-size", type=int, default=None, metavar="PX",
+                        help="short side the network sees (default: the preset's, as motionprop app)")
     parser.add_argument("--json", metavar="FILE", help="write the results here")
     args = parser.parse_args()
 
@@ -150,7 +152,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = motionprop.create_model(args.preset).eval()
     base_rss = rss_mb()
-    sessions = Sessions(model, max_sessions=8)
+    sessions = Sessions(model, working_size=args.working_size, max_sessions=8)
     results: dict = {"preset": args.preset, "threads": torch.get_num_threads(),
                      "image": f"{args.width}x{args.height}", "load_average": os.getloadavg()[0]}
     with BackgroundServer(sessions) as server, tempfile.TemporaryDirectory() as tmp:

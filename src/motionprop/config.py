@@ -223,7 +223,7 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: float = 0.0
     amp: str = "none"
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC: 0.73-0.91x the step time at paper sizes (docs/benchmarks.md)
     sync_bn: bool = False
     loss_resolution: str = "full"
     loss_impl: str = "fused"

@@ -1,0 +1,71 @@
+"""Frames of video files (or frame folders) in the DAVIS layout, for bench_real_motion.py on other clips.
+
+    python benchmarks/make_clip_set.py ../shared/data/videos/*.mp4 ../shared/data/bedroom --out clipset
+
+writes ``clipset/JPEGImages/<clip>/00000.jpg ...``: ``--frames`` consecutive frames (48) from a third
+of the way into each video (its start is often a still title or a slow start), resized so the short
+side is ``--short-side`` px (360, area interpolation); a frame folder contributes its first frames,
+copied unchanged. An existing clip folder is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+
+
+def video_frames(path: Path, count: int, short_side: int) -> list:
+    """``count`` frames from a third of the way into the video, short side ``short_side``."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        sys.exit(f"make_clip_set: cannot read video {path}")
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, total // 3)
+    frames = []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        h, w = frame.shape[:2]
+        scale = short_side / min(h, w)
+        frames.append(cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA))
+    if len(frames) < count:
+        sys.exit(f"make_clip_set: {path} has only {len(frames)} frames from its third on, {count} needed")
+    return frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", type=Path, help="video files or folders of .jpg frames")
+    parser.add_argument("--out", type=Path, required=True, help="output root (DAVIS layout)")
+    parser.add_argument("--frames", type=int, default=48, help="frames per clip (default: 48)")
+    parser.add_argument("--short-side", type=int, default=360, help="short side of video frames (default: 360)")
+    args = parser.parse_args(argv)
+    for source in args.inputs:
+        target = args.out / "JPEGImages" / source.stem
+        if target.exists():
+            sys.exit(f"make_clip_set: {target} exists; remove it or choose another --out")
+        if source.is_dir():
+            frames = sorted(source.glob("*.jpg"))[:args.frames]
+            if len(frames) < args.frames:
+                sys.exit(f"make_clip_set: {source} has {len(frames)} .jpg frames, {args.frames} needed")
+            target.mkdir(parents=True)
+            for i, frame in enumerate(frames):
+                shutil.copyfile(frame, target / f"{i:05d}.jpg")
+        elif source.is_file():
+            frames = video_frames(source, args.frames, args.short_side)
+            target.mkdir(parents=True)
+            for i, frame in enumerate(frames):
+                cv2.imwrite(str(target / f"{i:05d}.jpg"), frame)
+        else:
+            sys.exit(f"make_clip_set: input not found: {source}")
+        print(f"{target}: {args.frames} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
