@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from motionprop.errors import InputError
@@ -28,3 +29,58 @@ def test_the_pretrain_recipe_is_the_papers_objective_and_the_others_are_not():
 def test_an_unknown_recipe_is_a_clear_error():
     with pytest.raises(InputError, match="unknown recipe 'fast'.*quickstart"):
         quickstart_config("fast")
+
+
+def _moving_frames(folder, count=10, size=(72, 96)):
+    """A folder of frames in which a textured square moves 3 px to the right per frame."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    background = rng.integers(0, 255, (*size, 3), dtype=np.uint8) // 3
+    folder.mkdir(parents=True)
+    for i in range(count):
+        frame = background.copy()
+        frame[20:44, 10 + 3 * i:34 + 3 * i] = texture
+        Image.fromarray(frame).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_quickstart_trains_on_the_users_videos_too(tmp_path):
+    import yaml
+
+    from motionprop.data.synth import SynthConfig
+    from motionprop.train.quickstart import REAL_GAPS, run_quickstart
+
+    clip = _moving_frames(tmp_path / "mine" / "square")
+    tiny = ["model.img_enc_dim=32", "data.short_size=64", "data.crop_size=[64, 64]", "data.batch_size=2",
+            "data.batch_size_val=2", "data.workers=0", "data.bg_ratio=0.0039", "data.nms_ks=9",
+            "train.total_iter=1", "train.val_freq=1", "train.save_freq=1"]
+    run_quickstart(tmp_path / "qs", overrides=tiny, log=lambda *_: None, real=False, videos=(str(clip),),
+                   synth=SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25))
+    sources = yaml.safe_load((tmp_path / "qs" / "run" / "config.yaml").read_text())["data"]["train_source"]
+    lists = [tmp_path / "qs" / "video" / f"gap{gap}" / "lists" / "train.txt" for gap in REAL_GAPS]
+    assert [str(p.resolve()) for p in lists] == sources[1:]
+    for gap, path in zip(REAL_GAPS, lists):
+        lines = path.read_text().splitlines()
+        assert len(lines) == 10 - gap  # every pair of the clip moves, so none is dropped as static
+        assert all("square" in line for line in lines)
+
+
+def test_a_missing_video_is_refused_before_any_work(tmp_path):
+    from motionprop.train.quickstart import run_quickstart
+
+    with pytest.raises(InputError, match="input not found: .*nothere.mp4"):
+        run_quickstart(tmp_path / "qs", log=lambda *_: None, real=False, videos=(str(tmp_path / "nothere.mp4"),))
+    assert not (tmp_path / "qs").exists()
+
+
+def test_an_override_after_video_gets_a_hint(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "motionprop", "quickstart", "--out", str(tmp_path / "qs"),
+                           "--video", str(tmp_path), "train.total_iter=5"], capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--video train.total_iter=5" in done.stderr and "before --video" in done.stderr
+    assert not (tmp_path / "qs").exists()

