@@ -11,7 +11,10 @@ them alike:
 * ``Propagator query``: ``propagate`` on the cached image, with the cached
   decoder (image-only parts of the decoder done once per image);
 * ``Propagator query, plain decode``: the same through ``model.decode``;
-* ``Propagator 4 probes``: one annotation click (four guidance sets in one batch).
+* ``Propagator 4 probes``: one annotation click (four guidance sets in one batch);
+* ``... channels_last``: the same through ``Propagator(channels_last=True)``
+  (a copy of the model with channels-last weights; what ``motionprop app`` and
+  the app commands use).
 
 Weights are random at a trained-like scale (speed does not depend on them).
 
@@ -22,6 +25,7 @@ Weights are random at a trained-like scale (speed does not depend on them).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -57,8 +61,10 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
 
     fast = Propagator(model, working_size=size)
     plain = Propagator(model, working_size=size, cached_decoder=False)
+    last = Propagator(copy.deepcopy(model), working_size=size, channels_last=True)
     fast.set_image(image)
     plain.set_image(image)
+    last.set_image(image)
     sparse = fast.sparse_input([(arrows, still)])
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     x = (x - fast.mean) / fast.std
@@ -74,9 +80,9 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
         with torch.inference_mode():
             model.output_to_flow(model.decode(features, sparse), (size, size))
 
-    def new_image() -> None:
-        fast.set_image(image)
-        fast.propagate(arrows, still)
+    def new_image(propagator: Propagator = fast) -> None:
+        propagator.set_image(image)
+        propagator.propagate(arrows, still)
 
     cases = {
         "network full": network_full,
@@ -85,6 +91,9 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
         "Propagator query": lambda: fast.propagate(arrows, still),
         "Propagator query, plain decode": lambda: plain.propagate(arrows, still),
         "Propagator 4 probes": lambda: fast.propagate_batch(probes),
+        "Propagator new image, channels_last": lambda: new_image(last),
+        "Propagator query, channels_last": lambda: last.propagate(arrows, still),
+        "Propagator 4 probes, channels_last": lambda: last.propagate_batch(probes),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():
@@ -120,6 +129,8 @@ def main() -> None:
             print(f"  {name:32s} {seconds:7.3f}")
         print(f"  {'query / new image':32s} {row['Propagator query'] / row['Propagator new image']:7.2f}")
         print(f"  {'network cached / full':32s} {row['network cached'] / row['network full']:7.2f}")
+        print(f"  {'query channels_last / default':32s} "
+              f"{row['Propagator query, channels_last'] / row['Propagator query']:7.2f}")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,30 @@ def test_cached_and_plain_paths_give_the_same_flow():
     np.testing.assert_allclose(fast.propagate([(30, 30, 6, 2)]), slow.propagate([(30, 30, 6, 2)]), atol=1e-3)
 
 
+@pytest.mark.parametrize("decoder", ["plain", "skip"])
+def test_channels_last_gives_the_same_flow_and_zoomed_annotation_keeps_it(decoder, monkeypatch):
+    import copy
+
+    from motionprop.apps.annotate import annotate
+
+    model = tiny_model(decoder)
+    image = random_image(70, 90, seed=4)
+    plain, last = Propagator(model), Propagator(copy.deepcopy(model), channels_last=True)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in last.model.parameters() if p.dim() == 4)
+    for propagator in (plain, last):
+        propagator.set_image(image)
+    assert last._features.features.is_contiguous(memory_format=torch.channels_last)
+    query = ([(30, 30, 6, 2)], [(70, 50)])
+    np.testing.assert_allclose(last.propagate(*query), plain.propagate(*query), atol=1e-3)
+    clicks = np.array([[30.0, 30.0], [40.0, 35.0]])
+    modes = []
+    set_image = Propagator.set_image
+    monkeypatch.setattr(Propagator, "set_image", lambda self, im: (modes.append(self.channels_last), set_image(self, im)))
+    zoomed = [annotate(p, clicks, np.zeros((0, 2)), zoom=2.0).score for p in (plain, last)]
+    np.testing.assert_allclose(zoomed[1], zoomed[0], atol=1e-3)
+    assert modes == [False, True]  # each zoomed crop is encoded in its parent's memory format
+
+
 def test_confidence_comes_from_the_bins_and_regression_networks_refuse_it():
     propagator = Propagator(tiny_model())
     propagator.set_image(random_image(64, 80))

@@ -127,12 +127,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load_propagator(args: argparse.Namespace) -> Any:
-    """Load the checkpoint (an error if it is not a full CMP network) and wrap it."""
+    """Load the checkpoint (an error if it is not a full CMP network) and wrap it (channels-last: faster queries)."""
     from ..apps.propagate import Propagator
     from ..checkpoint import load_model
 
     model = load_model(args.checkpoint, args.config, device=args.device)
-    return Propagator(model, working_size=args.working_size)
+    return Propagator(model, working_size=args.working_size, channels_last=True)
 
 
 def _check_model_inputs(args: argparse.Namespace) -> None:

@@ -104,7 +104,7 @@ class Sessions:
         self.lock = threading.Lock()  # one inference at a time
         self._table = threading.Lock()  # guards _sessions (held briefly, never during inference)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
-        Propagator(model, working_size)  # check the working size now, not at the first upload
+        Propagator(model, working_size, channels_last=True)  # checks the working size now, not at the first upload
 
     # ----------------------------------------------------------------- the table
 
@@ -136,7 +136,7 @@ class Sessions:
     def create(self, data: bytes, name: str = "image") -> Session:
         """Decode an upload (checked), encode it once under the lock, and add it as the newest session."""
         rgb = decode_upload(data, self.limits)
-        propagator = Propagator(self.model, self.working_size)
+        propagator = Propagator(self.model, self.working_size, channels_last=True)
         with self.lock:
             propagator.set_image(rgb)
         session = Session(secrets.token_urlsafe(16), propagator, _safe_name(name), self.clock())
