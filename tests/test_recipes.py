@@ -84,3 +84,14 @@ def test_an_override_after_video_gets_a_hint(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "--video train.total_iter=5" in done.stderr and "before --video" in done.stderr
     assert not (tmp_path / "qs").exists()
+
+
+@pytest.mark.parametrize("recipe", ["quickstart", "pretrain"])
+def test_the_summary_points_the_pretrain_recipe_at_transfer(recipe, tmp_path):
+    from motionprop.train.quickstart import _summary
+    from motionprop.train.trainer import TrainResult
+
+    val = {"epe": 6.0, "epe_nearest": 5.0, "epe_idw": 5.5, "samples": 10}
+    text = _summary(TrainResult(500, False, tmp_path / "iter_0000500", val), [], recipe)["text"]
+    assert text.startswith(f"{recipe}: after 500 iterations") and "does NOT yet beat" in text
+    assert ("motionprop transfer" in text and str(tmp_path / "iter_0000500") in text) == (recipe == "pretrain")

@@ -147,7 +147,7 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     examples = write_examples(result.checkpoint, val_list, out / "examples")
     photo = write_photo_example(result.checkpoint, out / "examples" / "photo.png")
     examples = ([photo] if photo else []) + examples
-    summary = _summary(result, examples)
+    summary = _summary(result, examples, recipe)
     (out / "summary.md").write_text(summary["markdown"])
     (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "markdown"}, indent=1))
     log(summary["text"])
@@ -250,12 +250,16 @@ def _example_points(flow: np.ndarray, rng: np.random.Generator, count: int = 3) 
     return mask
 
 
-def _summary(result: TrainResult, examples: list[Path]) -> dict[str, Any]:
+def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstart") -> dict[str, Any]:
+    """The final validation against both baselines, as text for the terminal and markdown for summary.md."""
     m = result.val
     beats = m["epe"] < m["epe_nearest"] and m["epe"] < m["epe_idw"]
     verdict = ("CMP propagates motion better than both interpolation baselines"
                if beats else "CMP does NOT yet beat both interpolation baselines (train longer)")
-    text = (f"quickstart: after {result.iteration} iterations, validation end-point error on "
+    if recipe == "pretrain":  # an encoder for transfer: its flow is not the point
+        verdict += (f".\n     This recipe pre-trains an image encoder: measure it with 'motionprop transfer "
+                    f"--davis ROOT --out DIR {result.checkpoint}'")
+    text = (f"{recipe}: after {result.iteration} iterations, validation end-point error on "
             f"{m['samples']} pairs:\n"
             f"  CMP                  {m['epe']:.3f} px\n"
             f"  nearest-guidance     {m['epe_nearest']:.3f} px\n"
