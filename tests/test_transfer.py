@@ -159,6 +159,30 @@ def test_a_trous_alexnet_computes_the_strided_conv5_on_a_denser_grid():
     assert a_trous_pool2(net).conv3[0].dilation == (2, 2)
 
 
+def test_the_previous_layer_is_layer3_for_resnets_and_conv4_for_alexnet():
+    from motionprop.evaluation.encoders import at_layer
+
+    res = random_encoder("resnet18", seed=0)
+    prev = at_layer(res, "previous")
+    assert (res.layer, prev.layer) == ("layer4", "layer3") and at_layer(res, "last") is res
+    x = torch.randn(1, 3, 64, 64)
+    r = res.features.resnet
+    with torch.no_grad():
+        expected = r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x)))))))
+        assert prev.features(x).shape == (1, 256, 8, 8) and res.features(x).shape == (1, 512, 8, 8)
+        torch.testing.assert_close(prev.features(x), expected)
+
+    alex = random_encoder("alexnet_fcn_32x", seed=0)
+    prev = at_layer(alex, "previous")
+    assert prev.layer.startswith("conv4 (a trous") and "conv3-4" in prev.layer
+    a = prev.features.alexnet
+    with torch.no_grad():
+        out = prev.features(torch.randn(1, 3, 64, 64))
+    assert out.shape[1] == a.conv4[0].out_channels != a.conv5[0].out_channels and out.shape[-1] == 8
+    with pytest.raises(InputError, match="features 'first'"):
+        at_layer(res, "first")
+
+
 def test_checkpoint_and_both_export_formats_give_the_same_features(tmp_path):
     import motionprop
     from motionprop.checkpoint import export_encoder, save_model

@@ -29,8 +29,8 @@ from ..data.dataset import read_image_rgb
 from ..errors import InputError
 from ..fileio import atomic_path
 from .davis import Clip, foreground, list_clips, read_masks
-from .encoders import (DEFAULT_RANDOM_SEEDS, FEATURE_STRIDE, RANDOM_PREFIX, EncoderSpec, FrozenEncoder,
-                       load_encoders, parse_encoder)
+from .encoders import (DEFAULT_RANDOM_SEEDS, FEATURE_LAYERS, FEATURE_STRIDE, RANDOM_PREFIX, EncoderSpec, FrozenEncoder,
+                       at_layer, load_encoders, parse_encoder)
 from .metrics import mean_scores, sequence_objects, sequence_scores, evaluated_frames
 from .probe import ProbeConfig, cell_targets, predict_foreground, sample_cells, train_probe
 from .propagation import PropagationConfig, labels_at, propagate_clip
@@ -51,6 +51,8 @@ class TransferSettings:
     random_seeds: tuple[int, ...] = DEFAULT_RANDOM_SEEDS
     pictures_per_clip: int = 3
     batch_size: int = 4
+    features: str = "last"
+    """The layer read from every encoder: ``last`` (ResNet layer4, AlexNet conv5) or ``previous``."""
 
     def validate(self) -> "TransferSettings":
         for task in self.tasks:
@@ -61,6 +63,8 @@ class TransferSettings:
         p = self.propagation
         if p.context_frames < 0 or p.topk < 1 or p.temperature <= 0:
             raise InputError("propagation needs context frames >= 0, top-k >= 1 and temperature > 0")
+        if self.features not in FEATURE_LAYERS:
+            raise InputError(f"--features {self.features}: choose one of {', '.join(FEATURE_LAYERS)}")
         return self
 
 
@@ -248,6 +252,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "encoder"
 
 
+def _load(spec: EncoderSpec, settings: TransferSettings) -> list[FrozenEncoder]:
+    """The spec's encoders, reading the layer the settings ask for."""
+    return [at_layer(encoder, settings.features) for encoder in load_encoders(spec)]
+
+
 def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list[str], clips: list[str] | None = None,
                  settings: TransferSettings | None = None, progress: bool = False,
                  log: Callable[[str], None] = lambda s: None) -> dict:
@@ -261,7 +270,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
         raise InputError("give at least one ENCODER (a checkpoint, an encoder file or random:ARCH[:SEEDS])")
     specs = [parse_encoder(text) for text in encoder_args]
     clip_list = list_clips(davis_root, clips)
-    loaded = [load_encoders(spec) for spec in specs]          # every encoder is read before any long work
+    loaded = [_load(spec, settings) for spec in specs]        # every encoder is read before any long work
     for spec, encs in zip(specs, loaded):
         spec.arch = encs[0].arch
     baseline_flags = [False] * len(specs)
@@ -271,7 +280,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
             if arch not in have:
                 spec = parse_encoder(f"{RANDOM_PREFIX}{arch}:{','.join(map(str, settings.random_seeds))}")
                 specs.append(spec)
-                loaded.append(load_encoders(spec))
+                loaded.append(_load(spec, settings))
                 baseline_flags.append(True)
     log(f"reading {len(clip_list)} clips from {davis_root}")
     data = [load_clip(clip, settings.short_side) for clip in clip_list]

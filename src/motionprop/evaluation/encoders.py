@@ -17,7 +17,10 @@ Features (the same layer for every format, since torchvision exports drop the CM
 
 * ResNet: the output of ``layer4`` (512 channels for ResNet-18/34, 2048 for ResNet-50+), already
   at stride 8 (layer3 and layer4 dilated); the 1x1 CMP projection ``conv5`` is not used.
-* AlexNet-BN: the output of ``conv5`` (256 channels, after its ReLU, before ``pool5``) at stride 8.
+  ``features="previous"`` (:func:`at_layer`): ``layer3`` (256 / 1024 channels, stride 8), the
+  layer that CRW's label propagation reads (videowalk removes layer4).
+* AlexNet-BN: the output of ``conv5`` (256 channels, after its ReLU, before ``pool5``) at stride 8;
+  ``previous``: ``conv4`` (384 channels).
   ``alexnet_fcn_8x`` is at stride 8 there already. ``alexnet_fcn_32x`` (the paper's, stride 16 at
   conv5) is run "a trous": ``pool2`` gets stride 1 and conv3-conv5 dilation 2, which computes the
   same conv5 responses as the trained network on a 2x denser grid (up to zero padding at borders).
@@ -26,6 +29,7 @@ Features (the same layer for every format, since torchvision exports drop the CM
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,46 +246,69 @@ def _frozen(module: nn.Module, arch: str, mean, std, source: str, seed: int | No
                          seed)
 
 
-class ResNetLayer4(nn.Module):
-    """A dilated ResNet up to layer4 (stride 8), without the CMP projection."""
+FEATURE_LAYERS = ("last", "previous")
+"""Which layer :func:`at_layer` reads: the encoder's last (ResNet layer4, AlexNet conv5) or the one before."""
 
-    def __init__(self, resnet: DilatedResNet):
+
+class ResNetFeatures(nn.Module):
+    """A dilated ResNet up to ``layer4`` (or ``layer3`` with ``depth=3``), stride 8, without the CMP projection."""
+
+    def __init__(self, resnet: DilatedResNet, depth: int = 4):
         super().__init__()
         self.resnet = resnet
+        self.depth = depth
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image (B,3,H,W) normalized -> layer4 features (B, 512 or 2048, H/8, W/8)."""
+        """image (B,3,H,W) normalized -> layer4 (or layer3) features (B, C, H/8, W/8)."""
         r = self.resnet
-        x = r.maxpool(r.relu(r.bn1(r.conv1(image))))
-        return r.layer4(r.layer3(r.layer2(r.layer1(x))))
+        x = r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(image)))))))
+        return r.layer4(x) if self.depth == 4 else x
 
 
-class AlexNetConv5(nn.Module):
-    """AlexNet-BN up to conv5 (after its ReLU) at stride 8."""
+class AlexNetFeatures(nn.Module):
+    """AlexNet-BN up to conv5 (or conv4 with ``last_conv=4``), after its ReLU, at stride 8."""
 
-    def __init__(self, alexnet: AlexNetFCN):
+    def __init__(self, alexnet: AlexNetFCN, last_conv: int = 5):
         super().__init__()
         self.alexnet = alexnet
+        self.last_conv = last_conv
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image (B,3,H,W) normalized -> conv5 features (B, 256, H/8, W/8)."""
+        """image (B,3,H,W) normalized -> conv5 (or conv4) features (B, C, H/8, W/8)."""
         a = self.alexnet
-        x = a.pool2(a.conv2(a.pool1(a.conv1(image))))
-        return a.conv5(a.conv4(a.conv3(x)))
+        x = a.conv4(a.conv3(a.pool2(a.conv2(a.pool1(a.conv1(image))))))
+        return a.conv5(x) if self.last_conv == 5 else x
 
 
 def stride8_features(module: nn.Module) -> tuple[nn.Module, str]:
-    """The stride-8 feature extractor of an image encoder and the name of the layer it ends at."""
+    """The stride-8 feature extractor of an image encoder (its last layer) and the name of that layer."""
     if isinstance(module, DilatedResNet):
-        return ResNetLayer4(module), "layer4"
+        return ResNetFeatures(module), "layer4"
     if isinstance(module, AlexNetFCN):
         stride_at_pool2 = module.conv1[0].stride[0] * module.pool1.stride * module.pool2.stride
         if stride_at_pool2 == FEATURE_STRIDE:
-            return AlexNetConv5(module), "conv5"
+            return AlexNetFeatures(module), "conv5"
         if stride_at_pool2 == 2 * FEATURE_STRIDE:
-            return AlexNetConv5(a_trous_pool2(module)), "conv5 (a trous: pool2 stride 1, conv3-5 dilation 2)"
+            return AlexNetFeatures(a_trous_pool2(module)), "conv5 (a trous: pool2 stride 1, conv3-5 dilation 2)"
         raise CheckpointError(f"AlexNet with stride {stride_at_pool2} at pool2: cannot make stride-8 features")
     raise CheckpointError(f"no stride-8 features defined for {type(module).__name__}")
+
+
+def at_layer(encoder: FrozenEncoder, which: str) -> FrozenEncoder:
+    """``encoder`` reading its last layer (``"last"``, as loaded) or the layer before (``"previous"``)."""
+    if which not in FEATURE_LAYERS:
+        raise InputError(f"features {which!r}: choose one of {', '.join(FEATURE_LAYERS)}")
+    inner = encoder.features
+    if which == "last":
+        return encoder
+    if isinstance(inner, ResNetFeatures):
+        features, layer = ResNetFeatures(inner.resnet, depth=3), "layer3"
+    elif isinstance(inner, AlexNetFeatures):
+        features, layer = AlexNetFeatures(inner.alexnet, last_conv=4), encoder.layer.replace("conv5", "conv4", 1)
+        layer = layer.replace("conv3-5", "conv3-4")
+    else:
+        raise CheckpointError(f"no previous layer defined for {type(inner).__name__}")
+    return dataclasses.replace(encoder, features=features.eval().requires_grad_(False), layer=layer)
 
 
 def a_trous_pool2(alexnet: AlexNetFCN) -> AlexNetFCN:
