@@ -109,9 +109,9 @@ class Propagator:
     or an explicit ``(height, width)`` of multiples
     of the network's stride. ``channels_last`` converts the model's weights (in
     place) and every input to the channels-last memory format: the same outputs
-    up to float rounding, 0.74x the time per query for the skip-layer ResNet-50 on
-    a CPU (``benchmarks/bench_propagate.py --channels-last``). Not thread-safe:
-    give each thread its own, or lock.
+    up to float rounding; on a CPU, 0.79-0.92x the time of an annotation click
+    (4 probes) and 0.85-1.0x that of a query (``benchmarks/bench_propagate.py``).
+    Not thread-safe: give each thread its own, or lock.
 
     Example::
 
