@@ -342,6 +342,17 @@ def test_random_baseline_is_added_and_averaged_over_seeds(davis2017, tmp_path):
     assert "minus random:resnet18:0,1" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_the_layer_read_is_recorded_in_results_and_table(davis2017, tmp_path):
+    runs = {}
+    for which in ("last", "previous"):
+        settings = TransferSettings(tasks=("propagation",), short_side=32, random_baseline=False,
+                                    pictures_per_clip=0, features=which)
+        runs[which] = run_transfer(davis2017, tmp_path / which, ["random:resnet18:0"], ["alpha"], settings)
+    assert [runs[w]["settings"]["features"] for w in runs] == ["last", "previous"]
+    assert [runs[w]["encoders"][0]["features"] for w in runs] == ["layer4", "layer3"]
+    assert "| layer3 |" in (tmp_path / "previous" / "results.md").read_text()
+
+
 def test_transfer_command_errors_exit_2(davis2017, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert main(["transfer", "--davis", str(davis2017), "--out", out, "--clips", "alpha,zeta", "random:resnet18:0"]) == 2

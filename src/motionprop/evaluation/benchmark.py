@@ -353,6 +353,7 @@ def _settings_dict(settings: TransferSettings, root: str | Path, data: list[Clip
         "tasks": list(settings.tasks),
         "short_side": settings.short_side,
         "feature_stride": FEATURE_STRIDE,
+        "features": settings.features,
         "propagation": asdict(settings.propagation),
         "probe": asdict(settings.probe),
         "random_seeds": list(settings.random_seeds),
