@@ -5,7 +5,8 @@
 writes ``clipset/JPEGImages/<clip>/00000.jpg ...``: ``--frames`` consecutive frames (48) from a third
 of the way into each video (its start is often a still title or a slow start), resized so the short
 side is ``--short-side`` px (360, area interpolation); a frame folder contributes its first frames,
-copied unchanged. An existing clip folder is refused, never overwritten.
+copied unchanged. An existing clip folder is refused, never overwritten; each clip is written
+to a temporary folder and renamed when complete.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import cv2
+
+from motionprop.fileio import atomic_dir
 
 
 def video_frames(path: Path, count: int, short_side: int) -> list:
@@ -53,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             frames = sorted(source.glob("*.jpg"))[:args.frames]
             if len(frames) < args.frames:
                 sys.exit(f"make_clip_set: {source} has {len(frames)} .jpg frames, {args.frames} needed")
-            target.mkdir(parents=True)
-            for i, frame in enumerate(frames):
-                shutil.copyfile(frame, target / f"{i:05d}.jpg")
+            with atomic_dir(target) as tmp:  # a clip folder is complete or absent, even after a crash
+                for i, frame in enumerate(frames):
+                    shutil.copyfile(frame, tmp / f"{i:05d}.jpg")
         elif source.is_file():
             frames = video_frames(source, args.frames, args.short_side)
-            target.mkdir(parents=True)
-            for i, frame in enumerate(frames):
-                cv2.imwrite(str(target / f"{i:05d}.jpg"), frame)
+            with atomic_dir(target) as tmp:
+                for i, frame in enumerate(frames):
+                    cv2.imwrite(str(tmp / f"{i:05d}.jpg"), frame)
         else:
             sys.exit(f"make_clip_set: input not found: {source}")
         print(f"{target}: {args.frames} frames")
