@@ -31,6 +31,12 @@ def test_an_unknown_recipe_is_a_clear_error():
         quickstart_config("fast")
 
 
+# A one-iteration run on tiny crops, for the tests that train.
+TINY = ["model.img_enc_dim=32", "data.short_size=64", "data.crop_size=[64, 64]", "data.batch_size=2",
+        "data.batch_size_val=2", "data.workers=0", "data.bg_ratio=0.0039", "data.nms_ks=9",
+        "train.total_iter=1", "train.val_freq=1", "train.save_freq=1"]
+
+
 def _moving_frames(folder, count=10, size=(72, 96)):
     """A folder of frames in which a textured square moves 3 px to the right per frame."""
     from PIL import Image
@@ -53,10 +59,7 @@ def test_quickstart_trains_on_the_users_videos_too(tmp_path):
     from motionprop.train.quickstart import REAL_GAPS, run_quickstart
 
     clip = _moving_frames(tmp_path / "mine" / "square")
-    tiny = ["model.img_enc_dim=32", "data.short_size=64", "data.crop_size=[64, 64]", "data.batch_size=2",
-            "data.batch_size_val=2", "data.workers=0", "data.bg_ratio=0.0039", "data.nms_ks=9",
-            "train.total_iter=1", "train.val_freq=1", "train.save_freq=1"]
-    run_quickstart(tmp_path / "qs", overrides=tiny, log=lambda *_: None, real=False, videos=(str(clip),),
+    run_quickstart(tmp_path / "qs", overrides=TINY, log=lambda *_: None, real=False, videos=(str(clip),),
                    synth=SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25))
     sources = yaml.safe_load((tmp_path / "qs" / "run" / "config.yaml").read_text())["data"]["train_source"]
     lists = [tmp_path / "qs" / "video" / f"gap{gap}" / "lists" / "train.txt" for gap in REAL_GAPS]
@@ -95,3 +98,30 @@ def test_the_summary_points_the_pretrain_recipe_at_transfer(recipe, tmp_path):
     text = _summary(TrainResult(500, False, tmp_path / "iter_0000500", val), [], recipe)["text"]
     assert text.startswith(f"{recipe}: after 500 iterations") and "does NOT yet beat" in text
     assert ("motionprop transfer" in text and str(tmp_path / "iter_0000500") in text) == (recipe == "pretrain")
+
+
+def test_videos_that_give_no_pairs_are_refused_before_training(tmp_path):
+    from motionprop.data.synth import SynthConfig
+    from motionprop.train.quickstart import run_quickstart
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    with pytest.raises(InputError, match=r"--video .*broken\.mp4: no training pairs at any frame gap"):
+        run_quickstart(tmp_path / "qs", log=lambda *_: None, real=False, videos=(str(broken),),
+                       synth=SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25))
+    assert not (tmp_path / "qs" / "run").exists()
+
+
+def test_a_clip_too_short_for_the_long_gap_trains_on_the_short_one(tmp_path):
+    import yaml
+
+    from motionprop.data.synth import SynthConfig
+    from motionprop.train.quickstart import run_quickstart
+
+    clip = _moving_frames(tmp_path / "mine" / "short", count=6)  # gap 3 gives 3 pairs, gap 8 none
+    messages = []
+    run_quickstart(tmp_path / "qs", overrides=TINY, log=messages.append, real=False, videos=(str(clip),),
+                   synth=SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25))
+    sources = yaml.safe_load((tmp_path / "qs" / "run" / "config.yaml").read_text())["data"]["train_source"]
+    assert sources[1:] == [str((tmp_path / "qs" / "video" / "gap3" / "lists" / "train.txt").resolve())]
+    assert any("no pairs at frame gap 8" in m for m in messages)

@@ -62,7 +62,13 @@ def _ensure_data(out: Path, log: Any, synth: Any = None, real: bool = True,
     if real:
         train_lists += _ensure_real_video(out / "real", log)
     if videos:
-        train_lists += _prepare_at_gaps(list(videos), out / "video", log, workers=None)
+        lists = _prepare_at_gaps(list(videos), out / "video", log, workers=None)
+        if not lists:
+            from ..errors import InputError
+
+            raise InputError(f"--video {' '.join(videos)}: no training pairs at any frame gap "
+                             f"({', '.join(map(str, REAL_GAPS))}); the reasons are above")
+        train_lists += lists
     return train_lists, Path(summary.val_list)
 
 
@@ -85,7 +91,11 @@ def _ensure_real_video(root: Path, log: Any) -> list[Path]:
 
 
 def _prepare_at_gaps(inputs: list[str], root: Path, log: Any, workers: int | None) -> list[Path]:
-    """Prepare ``inputs`` at 192 px with DIS flow at each of :data:`REAL_GAPS` into ``root/gap<N>``; their lists."""
+    """Prepare ``inputs`` at 192 px with DIS flow at each of :data:`REAL_GAPS` into ``root/gap<N>``.
+
+    Returns the lists that hold pairs; a gap that gave none (unreadable or too short clips) is left out
+    with a note, since training refuses an empty list.
+    """
     from ..data.prepare import PrepareConfig, prepare
 
     lists = []
@@ -95,6 +105,9 @@ def _prepare_at_gaps(inputs: list[str], root: Path, log: Any, workers: int | Non
         config = PrepareConfig(short_size=192, gap=gap, stride=1, max_pairs_per_clip=250, min_motion=0.5,
                                val_fraction=0.0)
         summary = prepare(inputs, root / f"gap{gap}", config, workers=workers, progress=True)
+        if summary.train_pairs == 0:
+            log(f"      no pairs at frame gap {gap}: left out")
+            continue
         lists.append(Path(summary.train_list))
     return lists
 
