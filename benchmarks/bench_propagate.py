@@ -14,7 +14,11 @@ them alike:
 * ``Propagator 4 probes``: one annotation click (four guidance sets in one batch);
 * ``... channels_last``: the same through ``Propagator(channels_last=True)``
   (a copy of the model with channels-last weights; what ``motionprop app`` and
-  the app commands use).
+  the app commands use);
+* ``bins: ...``: decoding one query's bin logits to flow, ``FlowBins.decode``
+  (blocks of pixels, bins on the last axis) against the softmax along the
+  channel axis of the whole map (the original's way), for logits in the
+  default and the channels-last layout.
 
 Weights are random at a trained-like scale (speed does not depend on them).
 
@@ -49,6 +53,14 @@ def test_image(size: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
+def channel_axis_decode(bins, logits: torch.Tensor) -> torch.Tensor:
+    """The bins' softmax expectation along the channel axis of the whole map, as the original computes it."""
+    centers = bins.centers(logits.device).view(1, -1, 1, 1)
+    with torch.inference_mode():
+        parts = logits[:, :bins.nbins], logits[:, bins.nbins:]
+        return torch.cat([(torch.softmax(p.float(), 1) * centers).sum(1, keepdim=True) for p in parts], 1)
+
+
 def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
     from motionprop.apps.annotate import probe_guidance
     from motionprop.apps.propagate import Propagator
@@ -71,6 +83,9 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
     with torch.inference_mode():
         features = model.encode_image(x)
     probes = probe_guidance(np.array([[size * 0.4, size * 0.5]]), np.zeros((0, 2)), (30.0, 30.0))
+    with torch.inference_mode():
+        logits = model.decode(features, sparse)  # the bins of one query, at the decoder's output size
+    logits_last = logits.contiguous(memory_format=torch.channels_last)
 
     def network_full() -> None:
         with torch.inference_mode():
@@ -94,6 +109,10 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
         "Propagator new image, channels_last": lambda: new_image(last),
         "Propagator query, channels_last": lambda: last.propagate(arrows, still),
         "Propagator 4 probes, channels_last": lambda: last.propagate_batch(probes),
+        "bins: channel-axis softmax": lambda: channel_axis_decode(model.bins, logits),
+        "bins: decode": lambda: model.bins.decode(logits),
+        "bins: channel-axis, channels_last": lambda: channel_axis_decode(model.bins, logits_last),
+        "bins: decode, channels_last": lambda: model.bins.decode(logits_last),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():
@@ -126,11 +145,14 @@ def main() -> None:
     for preset, row in results.items():
         print(f"\n{preset}")
         for name, seconds in row.items():
-            print(f"  {name:32s} {seconds:7.3f}")
+            print(f"  {name:36s} {seconds:7.3f}")
         print(f"  {'query / new image':32s} {row['Propagator query'] / row['Propagator new image']:7.2f}")
         print(f"  {'network cached / full':32s} {row['network cached'] / row['network full']:7.2f}")
         print(f"  {'query channels_last / default':32s} "
               f"{row['Propagator query, channels_last'] / row['Propagator query']:7.2f}")
+        print(f"  {'bins decode / channel-axis':32s} {row['bins: decode'] / row['bins: channel-axis softmax']:7.2f}")
+        print(f"  {'  the same, channels_last':32s} "
+              f"{row['bins: decode, channels_last'] / row['bins: channel-axis, channels_last']:7.2f}")
 
 
 if __name__ == "__main__":

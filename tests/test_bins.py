@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from motionprop.models import FlowBins
+from motionprop.models import bins as bins_module
 
 
 def test_quantize_then_decode_is_within_half_a_bin():
@@ -46,3 +47,24 @@ def test_confidence_is_zero_for_uniform_and_one_for_certain():
 def test_even_nbins_rejected():
     with pytest.raises(ValueError, match="odd"):
         FlowBins(10, 5.0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("block_pixels", [4096, 6])
+def test_decode_and_entropy_equal_the_channel_axis_formulas_in_either_memory_layout(channels_last, block_pixels,
+                                                                                     monkeypatch):
+    """decode/entropy go in blocks of pixels along a contiguous last axis; they equal the channel-axis formulas."""
+    monkeypatch.setattr(bins_module, "BLOCK_PIXELS", block_pixels)  # 6: blocks of one row (of 3 x 4 pixels)
+    bins = FlowBins(7, 6.0)
+    logits = torch.randn(3, 14, 5, 4) * 4
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    centers = bins.centers().view(1, -1, 1, 1)
+    parts = logits[:, :7], logits[:, 7:]
+    flow = torch.cat([(torch.softmax(p, 1) * centers).sum(1, keepdim=True) for p in parts], 1)
+    entropy = torch.cat([-(torch.softmax(p, 1) * torch.log_softmax(p, 1)).sum(1, keepdim=True) for p in parts], 1)
+    assert bins.decode(logits).shape == (3, 2, 5, 4)
+    torch.testing.assert_close(bins.decode(logits), flow, rtol=0, atol=1e-5)
+    torch.testing.assert_close(bins.entropy(logits), entropy, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="14, H, W"):
+        bins.decode(logits[:, :13])

@@ -21,6 +21,7 @@ def _colour_wheel() -> np.ndarray:
 
 
 _WHEEL = _colour_wheel()
+_WHEEL32 = _WHEEL.astype(np.float32)
 
 
 def flow_to_color(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray:
@@ -28,25 +29,36 @@ def flow_to_color(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray
 
     ``max_flow`` fixes the scale (compare pictures of different flows); by
     default it is the largest length in this flow. Unknown (NaN) flow is black.
+    Float32 without boolean indexing of colour arrays: the web app draws one per query.
     """
     flow = np.asarray(flow, dtype=np.float32)
     unknown = ~np.isfinite(flow).all(axis=-1)
-    u = np.where(unknown, 0, flow[..., 0])
-    v = np.where(unknown, 0, flow[..., 1])
+    if unknown.any():
+        flow = np.where(unknown[..., None], np.float32(0), flow)
+    u, v = flow[..., 0], flow[..., 1]
     length = np.hypot(u, v)
-    scale = float(max_flow) if max_flow else float(length.max())
-    scale = max(scale, 1e-6)
-    radius = np.clip(length / scale, 0, 1)
-    angle = np.arctan2(-v, -u) / np.pi  # -1..1, as in the Middlebury reference
-    position = (angle + 1) / 2 * (len(_WHEEL) - 1)
-    i0 = np.floor(position).astype(int)
-    i1 = (i0 + 1) % len(_WHEEL)
-    frac = (position - i0)[..., None]
-    colour = (1 - frac) * _WHEEL[i0] + frac * _WHEEL[i1]
-    colour = 1 - radius[..., None] * (1 - colour)
-    colour[length / scale > 1] *= 0.75  # beyond the scale: darker, as the reference does
-    colour[unknown] = 0
-    return np.round(colour * 255).astype(np.uint8)
+    scale = float(max_flow) if max_flow else float(length.max(initial=0.0))
+    ratio = length / np.float32(max(scale, 1e-6))
+    steps = len(_WHEEL32)
+    position = np.arctan2(-v, -u)  # -pi..pi, as in the Middlebury reference
+    position += np.float32(np.pi)
+    position *= np.float32((steps - 1) / (2 * np.pi))
+    i0 = position.astype(np.intp)  # position >= 0: truncation is the floor
+    position -= i0
+    i1 = i0 + 1
+    i1[i1 == steps] = 0
+    low = np.take(_WHEEL32, i0, axis=0)
+    colour = np.take(_WHEEL32, i1, axis=0)
+    colour -= low
+    colour *= position[..., None]
+    colour += low  # the hue, interpolated between wheel steps
+    colour -= 1  # ... fading to white as the length goes to 0
+    colour *= np.minimum(ratio, 1)[..., None]
+    colour += 1
+    shade = np.where(ratio > 1, np.float32(0.75 * 255), np.float32(255))  # beyond the scale: darker
+    shade[unknown] = 0
+    colour *= shade[..., None]
+    return np.rint(colour, out=colour).astype(np.uint8)
 
 
 def draw_guidance(image: np.ndarray, mask: np.ndarray, sparse_flow: np.ndarray | None = None,

@@ -73,7 +73,7 @@ class SplitStage:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The stage's output on ``cat(fixed, x)`` (or ``cat(x, fixed)``); the batch of ``x`` shares ``fixed``."""
-        return self.post(self._conv(self.pre(x), self.weight, self.conv.bias) + self.fixed)
+        return self.post(self._conv(self.pre(x), self.weight, self.conv.bias).add_(self.fixed))
 
 
 def _add_branches(module: nn.Module, scales: Sequence[int], in_dim: int, num_convs: int,
