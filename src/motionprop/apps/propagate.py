@@ -109,8 +109,8 @@ class Propagator:
     or an explicit ``(height, width)`` of multiples
     of the network's stride. ``channels_last`` converts the model's weights (in
     place) and every input to the channels-last memory format: the same outputs
-    up to float rounding; on a CPU, 0.74-0.81x the time of a query and
-    0.68-0.76x that of an annotation click (4 probes), the bins then being
+    up to float rounding; on a CPU, 0.74-0.83x the time of a query and
+    0.68-0.86x that of an annotation click (4 probes), the bins then being
     decoded along their contiguous axis (``benchmarks/bench_propagate.py``).
     Not thread-safe: give each thread its own, or lock.
 
