@@ -97,11 +97,15 @@ class CMP(nn.Module):
             return dense_guidance_input(sparse, self.guidance_distance_scale)[0]
         return sparse
 
-    def training_target(self, flow: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        """What the raw output is trained to match at flow's resolution: the flow, or its residual over the fill."""
+    def training_target(self, flow: torch.Tensor, sparse: torch.Tensor, fill: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """What the raw output is trained to match at flow's resolution: the flow, or its residual over the fill.
+
+        ``fill``: :meth:`residual_fill` of ``sparse`` if the caller has it already.
+        """
         if not self.residual:
             return flow
-        return flow - self.residual_fill(sparse).to(flow.dtype)
+        return flow - (self.residual_fill(sparse) if fill is None else fill).to(flow.dtype)
 
     def residual_fill(self, sparse: torch.Tensor) -> torch.Tensor:
         """sparse (B,4,H,W) -> the fill (B,2,H,W) that a residual model's output corrects (model.residual_base)."""
@@ -209,11 +213,12 @@ class CMP(nn.Module):
         return self.decode(self.encode_image(image), sparse)
 
     def output_to_flow(self, output: torch.Tensor, size: tuple[int, int],
-                       sparse: torch.Tensor | None = None) -> torch.Tensor:
+                       sparse: torch.Tensor | None = None, fill: torch.Tensor | None = None) -> torch.Tensor:
         """Raw output -> flow (B,2,H,W) in pixels at ``size``: decoded at low resolution, then upsampled.
 
         Residual and blended models (:attr:`needs_guidance_for_flow`) also need the
-        guidance ``sparse`` (B,4,H,W) at ``size``.
+        guidance ``sparse`` (B,4,H,W) at ``size``; ``fill`` is its :meth:`residual_fill`
+        if the caller has it already.
         """
         flow = self.bins.decode(output) if self.bins is not None else output.float()
         if tuple(flow.shape[-2:]) != tuple(size):
@@ -223,10 +228,11 @@ class CMP(nn.Module):
         if sparse is None or tuple(sparse.shape[-2:]) != tuple(size):
             raise InputError(f"this model ({'residual' if self.residual else 'guidance_radius'}) needs the "
                              f"guidance at the output size {tuple(size)} to make flow")
-        fill = None
         if self.residual:
-            fill = self.residual_fill(sparse)
+            fill = self.residual_fill(sparse) if fill is None else fill
             flow = flow + fill
+        else:
+            fill = None
         if self.guidance_radius > 0:
             flow = blend_guidance(flow, sparse, self.guidance_radius, fill)
         return flow

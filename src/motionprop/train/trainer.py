@@ -307,10 +307,11 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
         batch = to_device(batch, info, cfg.train.channels_last)
         with autocast_context(cfg, info.device):
             output = net(batch["image"], batch["sparse"])
-        target, valid = batch["flow"], batch["valid"]
-        flow = model.output_to_flow(output.float(), target.shape[-2:], batch["sparse"])
+        target, valid, sparse = batch["flow"], batch["valid"], batch["sparse"]
+        fill = model.residual_fill(sparse) if model.residual else None  # once for the flow and the loss
+        flow = model.output_to_flow(output.float(), target.shape[-2:], sparse, fill)
         n = target.shape[0]
-        sums[0] += compute_loss(loss_fn, output, model.training_target(target, batch["sparse"]), "full").item() * n
+        sums[0] += compute_loss(loss_fn, output, model.training_target(target, sparse, fill), "full").item() * n
         sums[1] += end_point_error(flow, target, valid).sum().item()
         sums[2] += end_point_error(nearest_fill(batch["sparse"].float()), target, valid).sum().item()
         sums[3] += end_point_error(idw_fill(batch["sparse"].float()), target, valid).sum().item()
