@@ -15,6 +15,9 @@ from the oldest pointer move it answers to the picture on the canvas
   seconds; with at most one request in flight, a move waits for the request
   before it, so this is up to about twice the single figure.
 
+``--compare-png`` alternates the single moves (and the HTTP queries) between
+the live pictures' JPEG (the default) and PNG, and reports each.
+
 Memory: the resident set of this process (model + server + sessions) after
 each of ``--sessions`` uploads of 1920x1080 images with at most 8 sessions kept, and the time a
 second page's request waits while the first page drags.
@@ -33,6 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -63,9 +67,10 @@ def example_image(width: int, height: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def browser_latency(url: str, image_path: Path, moves: int, drag_seconds: float) -> dict:
+def browser_latency(url: str, image_path: Path, moves: int, drag_seconds: float,
+                    before_move: Callable[[int], None] | None = None) -> dict:
     """Pointer-move-to-picture seconds in Chromium; the page is polled every 100 ms, not every frame,
-    so the polling itself takes little CPU from the server."""
+    so the polling itself takes little CPU from the server. ``before_move(k)`` runs before single move ``k``."""
     from playwright.sync_api import sync_playwright
 
     from browser import close, launch
@@ -90,6 +95,8 @@ def browser_latency(url: str, image_path: Path, moves: int, drag_seconds: float)
 
         single = []
         for k in range(moves):
+            if before_move is not None:
+                before_move(k)
             before = page.evaluate("window.motionprop.stats.latencies.length")
             page.mouse.move(cx + 30 + 2 * (k % 10), cy - 10 + k % 7)
             page.wait_for_function(f"() => window.motionprop.stats.latencies.length > {before} && "
@@ -133,6 +140,9 @@ def main() -> None:
                         "machine, see docs/apps.md)")
     parser.add_argument("--working-size", type=int, default=None, metavar="PX",
                         help="short side the network sees (default: the preset's, as motionprop app)")
+    parser.add_argument("--compare-png", action="store_true",
+                        help="alternate the single moves between the live pictures' JPEG and PNG "
+                             "(web.server.PREVIEW_FORMAT) and report both")
     parser.add_argument("--json", metavar="FILE", help="write the results here")
     args = parser.parse_args()
 
@@ -143,6 +153,7 @@ def main() -> None:
 
     import motionprop
     from browser import why_no_browser
+    from motionprop.web import server as server_module
     from motionprop.web.server import BackgroundServer
     from motionprop.web.sessions import Sessions
 
@@ -158,7 +169,16 @@ def main() -> None:
     with BackgroundServer(sessions) as server, tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "example.jpg"
         image_path.write_bytes(example_image(args.width, args.height))
-        latency = browser_latency(server.url, image_path, args.moves, args.drag_seconds)
+        formats = ("jpeg", "png") if args.compare_png else (server_module.PREVIEW_FORMAT,)
+
+        def before_move(k: int) -> None:
+            server_module.PREVIEW_FORMAT = formats[k % len(formats)]
+
+        latency = browser_latency(server.url, image_path, args.moves, args.drag_seconds, before_move)
+        server_module.PREVIEW_FORMAT = formats[0]
+        if args.compare_png:
+            for i, name in enumerate(formats):
+                results[f"single_move_median_s_{name}"] = statistics.median(latency["single"][i::len(formats)])
         results["working_size"] = latency.pop("working_size")
         results.update({
             "single_move_median_s": statistics.median(latency["single"]),
@@ -174,12 +194,19 @@ def main() -> None:
         propagator = sessions.get(small).propagator
         query_once(client, small, 10)
         http, direct = [], []
-        for k in range(5):
-            http.append(query_once(client, small, 10 + k))
+        by_format: dict[str, list[float]] = {name: [] for name in formats}
+        for k in range(5 * len(formats)):
+            server_module.PREVIEW_FORMAT = formats[k % len(formats)]
+            by_format[server_module.PREVIEW_FORMAT].append(query_once(client, small, 10 + k))
             t = time.perf_counter()
             with sessions.lock:
                 propagator.propagate([(300, 240, 10 + k, 0)])
             direct.append(time.perf_counter() - t)
+        server_module.PREVIEW_FORMAT = formats[0]
+        http = by_format[formats[0]]
+        if args.compare_png:
+            for name, values in by_format.items():
+                results[f"http_query_median_s_{name}"] = statistics.median(values)
         results["http_query_median_s"] = statistics.median(http)
         results["propagator_query_median_s"] = statistics.median(direct)
 

@@ -40,8 +40,8 @@ def png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def decode_data_url(url: str) -> np.ndarray:
-    assert url.startswith("data:image/png;base64,")
+def decode_data_url(url: str, media_type: str = "image/png") -> np.ndarray:
+    assert url.startswith(f"data:{media_type};base64,")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
 
 
@@ -159,7 +159,7 @@ def test_an_arrow_colours_exactly_its_object_and_the_readout_grid_holds_its_moti
                            json={"guidance": guidance([(211, 71, 20, -8)]), "confidence": False})
     assert response.status_code == 200, response.text
     result = response.json()
-    picture = decode_data_url(result["picture"])
+    picture = decode_data_url(result["picture"], "image/jpeg")  # live pictures are JPEG; downloads PNG
     assert picture.shape == (200, 300, 3)
     coloured = (picture.astype(int).sum(-1) < 700)  # zero flow is white in the Middlebury wheel
     _, boxes = scene()
@@ -190,7 +190,7 @@ def test_confidence_with_a_discrete_network():
     session = upload(client, np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
     result = client.post(f"/api/sessions/{session['id']}/flow",
                          json={"guidance": guidance([(40, 30, 5, 2)], size=(80, 64)), "confidence": True}).json()
-    confidence = decode_data_url(result["confidence"])
+    confidence = decode_data_url(result["confidence"], "image/jpeg")
     assert confidence.shape == (64, 80) and confidence.std() > 0
     no_bins, _ = make_client()
     sid = upload(no_bins)["id"]
