@@ -113,8 +113,10 @@ def test_zoom_recovers_a_small_object():
 def test_inputs_are_checked(propagator):
     with pytest.raises(InputError, match="positive"):
         annotate(propagator, [])
-    with pytest.raises(InputError, match="outside the 300x200"):
+    with pytest.raises(InputError, match="negative click 10,250 is outside the 300x200"):
         annotate(propagator, [(10, 10)], negative=[(10, 250)])
+    with pytest.raises(InputError, match="positive click 300,5 is outside"):  # a click, not a "still point"
+        annotate(propagator, [(300, 5)])
     with pytest.raises(InputError, match="threshold"):
         annotate(propagator, [(10, 10)], threshold=1.5)
 

@@ -58,6 +58,15 @@ def _points(values: Any, what: str) -> np.ndarray:
     return array
 
 
+def _check_clicks_inside(positive: np.ndarray, negative: np.ndarray, width: int, height: int) -> None:
+    """Raise :class:`InputError` naming the first click outside a ``width`` x ``height`` image."""
+    for kind, points in (("positive", positive), ("negative", negative)):
+        for x, y in points.tolist():
+            if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
+                raise InputError(f"{kind} click {x:g},{y:g} is outside the {width}x{height} image "
+                                 f"(x must be in 0..{width - 1}, y in 0..{height - 1})")
+
+
 def probe_guidance(positive: np.ndarray, negative: np.ndarray, velocity: tuple[float, float]) -> list[Guidance]:
     """The four probes: every positive click moving by ``velocity`` along +x, -x, +y, -y; negatives still."""
     vx, vy = velocity
@@ -118,7 +127,7 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     if zoom is not None and zoom <= 0:
         raise InputError(f"zoom must be positive, got {zoom}")
     height, width = propagator.image_size
-    Guidance(np.zeros((0, 4)), np.concatenate([positive, negative])).check_inside(width, height)
+    _check_clicks_inside(positive, negative, width, height)
     both = {tuple(p) for p in np.round(positive).tolist()} & {tuple(p) for p in np.round(negative).tolist()}
     if both:
         x, y = sorted(both)[0]
