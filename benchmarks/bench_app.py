@@ -142,7 +142,7 @@ def main() -> None:
                         help="short side the network sees (default: the preset's, as motionprop app)")
     parser.add_argument("--compare-png", action="store_true",
                         help="alternate the single moves between the live pictures' JPEG and PNG "
-                             "(web.server.PREVIEW_FORMAT) and report both")
+                             "(the app's preview_format) and report both")
     parser.add_argument("--json", metavar="FILE", help="write the results here")
     args = parser.parse_args()
 
@@ -153,8 +153,7 @@ def main() -> None:
 
     import motionprop
     from browser import why_no_browser
-    from motionprop.web import server as server_module
-    from motionprop.web.server import BackgroundServer
+    from motionprop.web.server import PREVIEW_FORMATS, BackgroundServer
     from motionprop.web.sessions import Sessions
 
     reason = why_no_browser()
@@ -169,13 +168,13 @@ def main() -> None:
     with BackgroundServer(sessions) as server, tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "example.jpg"
         image_path.write_bytes(example_image(args.width, args.height))
-        formats = ("jpeg", "png") if args.compare_png else (server_module.PREVIEW_FORMAT,)
+        formats = PREVIEW_FORMATS if args.compare_png else (server.app.state.preview_format,)
 
         def before_move(k: int) -> None:
-            server_module.PREVIEW_FORMAT = formats[k % len(formats)]
+            server.app.state.preview_format = formats[k % len(formats)]
 
         latency = browser_latency(server.url, image_path, args.moves, args.drag_seconds, before_move)
-        server_module.PREVIEW_FORMAT = formats[0]
+        server.app.state.preview_format = formats[0]
         if args.compare_png:
             for i, name in enumerate(formats):
                 results[f"single_move_median_s_{name}"] = statistics.median(latency["single"][i::len(formats)])
@@ -196,13 +195,13 @@ def main() -> None:
         http, direct = [], []
         by_format: dict[str, list[float]] = {name: [] for name in formats}
         for k in range(5 * len(formats)):
-            server_module.PREVIEW_FORMAT = formats[k % len(formats)]
-            by_format[server_module.PREVIEW_FORMAT].append(query_once(client, small, 10 + k))
+            server.app.state.preview_format = formats[k % len(formats)]
+            by_format[formats[k % len(formats)]].append(query_once(client, small, 10 + k))
             t = time.perf_counter()
             with sessions.lock:
                 propagator.propagate([(300, 240, 10 + k, 0)])
             direct.append(time.perf_counter() - t)
-        server_module.PREVIEW_FORMAT = formats[0]
+        server.app.state.preview_format = formats[0]
         http = by_format[formats[0]]
         if args.compare_png:
             for name, values in by_format.items():

@@ -183,17 +183,17 @@ def test_guidance_drawn_on_another_size_is_scaled_and_a_fixed_scale_is_kept(clie
     assert result["max_flow"] == 50
 
 
-def test_live_pictures_as_png_when_asked(client, monkeypatch):
-    """web.server.PREVIEW_FORMAT = "png" (what bench_app --compare-png alternates with JPEG) sends lossless pictures."""
-    from motionprop.web import server
-
+def test_live_pictures_as_png_when_asked(client):
+    """preview_format "png" (what bench_app --compare-png alternates with JPEG) sends the picture losslessly."""
     session = upload(client)
     body = {"guidance": guidance([(211, 71, 20, -8)])}
     jpeg = decode_data_url(client.post(f"/api/sessions/{session['id']}/flow", json=body).json()["picture"],
                            "image/jpeg")
-    monkeypatch.setattr(server, "PREVIEW_FORMAT", "png")
+    client.app.state.preview_format = "png"
     png = decode_data_url(client.post(f"/api/sessions/{session['id']}/flow", json=body).json()["picture"])
     assert png.shape == jpeg.shape and 0 < np.abs(png.astype(int) - jpeg.astype(int)).mean() < 3
+    with pytest.raises(ValueError, match="preview_format"):
+        create_app(Sessions(SegmentModel(working_size=64)), preview_format="gif")
 
 
 def test_confidence_with_a_discrete_network():

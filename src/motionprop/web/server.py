@@ -39,9 +39,9 @@ from .sessions import MAX_OBJECTS, SessionNotFound, Sessions
 MAX_JSON_BYTES = 2 * 1024 * 1024
 PREVIEW_SIDE = 1024  # long side of the flow pictures sent to the page
 GRID_SIDE = 256  # long side of the flow values sent for the (u, v) readout
-PREVIEW_FORMAT = "jpeg"
-"""Format of the live flow and confidence pictures, ``jpeg`` or ``png``. JPEG takes 1 ms to encode at
-640x480 against about 20 ms for PNG, in an eighth of the bytes (``benchmarks/bench_app.py
+PREVIEW_FORMATS = ("jpeg", "png")
+"""Formats of the live flow and confidence pictures (:func:`create_app`'s ``preview_format``). JPEG takes
+1 ms to encode at 640x480 against about 20 ms for PNG, in an eighth of the bytes (``benchmarks/bench_app.py
 --compare-png``). Downloads and the annotation score maps (thresholded in the page) are always PNG."""
 PREVIEW_JPEG_QUALITY = 92
 UPLOAD_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -206,8 +206,15 @@ def stem(name: str) -> str:
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info: dict | None = None) -> Starlette:
-    """The ASGI app serving the page and the API for ``sessions``."""
+def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info: dict | None = None,
+               preview_format: str = "jpeg") -> Starlette:
+    """The ASGI app serving the page and the API for ``sessions``.
+
+    ``preview_format`` (one of :data:`PREVIEW_FORMATS`) is the live pictures' format; it is kept in
+    ``app.state.preview_format``, where a benchmark may change it between requests.
+    """
+    if preview_format not in PREVIEW_FORMATS:
+        raise ValueError(f"preview_format must be one of {PREVIEW_FORMATS}, got {preview_format!r}")
     hosts = list(allowed_hosts or LOCAL_HOSTS)
     static = _static_files()
     info = dict(info or {})
@@ -265,7 +272,8 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
         max_flow = number(body, "max_flow", None, float, 1e-3, 1e5)
         confidence = bool(body.get("confidence", False))
         start = time.perf_counter()
-        result = await call(_flow_response, sessions, session, guidance, max_flow, confidence)
+        result = await call(_flow_response, sessions, session, guidance, max_flow, confidence,
+                            request.app.state.preview_format)
         result["seconds"] = round(time.perf_counter() - start, 4)
         return JSONResponse(result)
 
@@ -386,7 +394,9 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
                   Middleware(SecurityMiddleware, allowed_hosts=hosts)]
     handlers: dict[Any, Callable[..., Awaitable[Response]]] = {
         SessionNotFound: on_not_found, MotionpropError: on_input_error, HTTPException: on_http}
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+    app.state.preview_format = preview_format
+    return app
 
 
 # --------------------------------------------------------------------------- route work (worker threads)
@@ -402,7 +412,7 @@ def _describe(session: Any) -> dict[str, Any]:
 
 
 def _flow_response(sessions: Sessions, session: Any, guidance: Any, max_flow: float | None,
-                   confidence: bool) -> dict[str, Any]:
+                   confidence: bool, preview_format: str = "jpeg") -> dict[str, Any]:
     """Flow picture (PNG data URL), optional confidence picture, coarse flow values for the readout."""
     from ..visualize import flow_to_color
 
@@ -410,19 +420,19 @@ def _flow_response(sessions: Sessions, session: Any, guidance: Any, max_flow: fl
     scale = max_flow or max(float(np.hypot(flow[..., 0], flow[..., 1]).max()), 1e-6)
     picture = flow_to_color(resample(flow, PREVIEW_SIDE), scale)
     grid = np.ascontiguousarray(resample(flow, GRID_SIDE), dtype="<f4")
-    out = {"picture": _preview_url(picture), "max_flow": scale, "warnings": warnings,
+    out = {"picture": _preview_url(picture, preview_format), "max_flow": scale, "warnings": warnings,
            "grid": {"width": grid.shape[1], "height": grid.shape[0],
                     "data": base64.b64encode(grid.tobytes()).decode("ascii")}}
     out["confidence"] = None
     if conf is not None:
         grey = np.round(np.clip(resample(conf, PREVIEW_SIDE), 0, 1) * 255).astype(np.uint8)
-        out["confidence"] = _preview_url(grey)
+        out["confidence"] = _preview_url(grey, preview_format)
     return out
 
 
-def _preview_url(picture: np.ndarray) -> str:
-    """A live picture as a data URL in :data:`PREVIEW_FORMAT`."""
-    if PREVIEW_FORMAT == "png":
+def _preview_url(picture: np.ndarray, preview_format: str) -> str:
+    """A live picture as a data URL in ``preview_format`` (:data:`PREVIEW_FORMATS`)."""
+    if preview_format == "png":
         return data_url(png_bytes(picture))
     return data_url(jpeg_bytes(picture), "image/jpeg")
 
@@ -528,7 +538,7 @@ def serve(sessions: Sessions, host: str = "127.0.0.1", port: int = 8765, info: d
 
 
 class BackgroundServer:
-    """The app served by uvicorn in a daemon thread (tests, benchmarks, screenshots): ``url``, ``stop()``.
+    """The app served by uvicorn in a daemon thread (tests, benchmarks, screenshots): ``url``, ``app``, ``stop()``.
 
     ``port=0`` picks a free port.
     """
@@ -538,8 +548,9 @@ class BackgroundServer:
 
         import uvicorn
 
-        config = uvicorn.Config(create_app(sessions, list(LOCAL_HOSTS), info), host=host, port=port,
-                                log_level="warning", server_header=False, lifespan="off")
+        self.app = create_app(sessions, list(LOCAL_HOSTS), info)
+        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", server_header=False,
+                                lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="motionprop-app", daemon=True)
         self.thread.start()
