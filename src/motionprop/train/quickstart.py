@@ -27,8 +27,7 @@ from ..config import Config, config_from_dict
 from .trainer import TrainOptions, TrainResult, train
 
 
-# Packaged recipes: config file and the time limit (minutes) that fits their schedule on 2 CPU cores.
-# recipe -> (config, default time limit in minutes): about twice the training time on 2 cores of a
+# Packaged recipes -> (config, default time limit in minutes): about twice the training time on 2 cores of a
 # 2.8 GHz Xeon (10.5, 45 and 11 minutes), so a machine twice as slow still finishes the schedule.
 RECIPES = {"quickstart": ("configs/quickstart.yaml", 25.0), "long": ("configs/long.yaml", 95.0),
            "pretrain": ("configs/pretrain.yaml", 25.0)}
