@@ -80,7 +80,7 @@ class FlowBins:
         b, _, h, w = logits.shape
         rows = max(1, BLOCK_PIXELS // max(b * w, 1)) if logits.device.type == "cpu" else h
         out = torch.empty(b, 2, h, w, dtype=torch.float32, device=logits.device)
-        last_axis = logits.stride(1) == 1 and logits.shape[1] > 1  # channels-last memory
+        last_axis = logits.stride(1) == 1  # channels-last memory
         for top in range(0, h, rows):
             block = logits[:, :, top:top + rows].float()
             n = block.shape[2]

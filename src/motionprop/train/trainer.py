@@ -313,8 +313,8 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
         n = target.shape[0]
         sums[0] += compute_loss(loss_fn, output, model.training_target(target, sparse, fill), "full").item() * n
         sums[1] += end_point_error(flow, target, valid).sum().item()
-        sums[2] += end_point_error(nearest_fill(batch["sparse"].float()), target, valid).sum().item()
-        sums[3] += end_point_error(idw_fill(batch["sparse"].float()), target, valid).sum().item()
+        sums[2] += end_point_error(nearest_fill(sparse.float()), target, valid).sum().item()
+        sums[3] += end_point_error(idw_fill(sparse.float()), target, valid).sum().item()
         sums[4] += n
         if image_dir is not None and info.is_main and len(pictures) < cfg.train.num_val_images:
             pictures += _pictures(batch, flow, cfg, cfg.train.num_val_images - len(pictures))

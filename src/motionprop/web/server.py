@@ -154,28 +154,31 @@ def number(body: dict, key: str, default: Any, kind: type = float, low: float | 
     return value
 
 
-def png_bytes(rgb: np.ndarray, compression: int = 1) -> bytes:
+def _encoded(extension: str, rgb: np.ndarray, params: list[int]) -> bytes:
+    """uint8 RGB or grey ``rgb`` encoded by OpenCV as ``extension`` (".png", ".jpg")."""
     import cv2
 
     data = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", data, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    ok, buffer = cv2.imencode(extension, data, params)
     if not ok:
-        raise RuntimeError("PNG encoding failed")
+        raise RuntimeError(f"{extension} encoding failed")
     return buffer.tobytes()
+
+
+def png_bytes(rgb: np.ndarray, compression: int = 1) -> bytes:
+    import cv2
+
+    return _encoded(".png", rgb, [cv2.IMWRITE_PNG_COMPRESSION, compression])
 
 
 def jpeg_bytes(rgb: np.ndarray, quality: int = PREVIEW_JPEG_QUALITY) -> bytes:
     """JPEG of uint8 RGB or grey ``rgb``, without chroma subsampling (flow colours keep their edges)."""
     import cv2
 
-    data = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, quality]
     if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):
         params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
-    ok, buffer = cv2.imencode(".jpg", data, params)
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buffer.tobytes()
+    return _encoded(".jpg", rgb, params)
 
 
 def data_url(data: bytes, media_type: str = "image/png") -> str:
@@ -413,7 +416,7 @@ def _describe(session: Any) -> dict[str, Any]:
 
 def _flow_response(sessions: Sessions, session: Any, guidance: Any, max_flow: float | None,
                    confidence: bool, preview_format: str = "jpeg") -> dict[str, Any]:
-    """Flow picture (PNG data URL), optional confidence picture, coarse flow values for the readout."""
+    """Flow picture (a data URL in ``preview_format``), optional confidence picture, flow values for the readout."""
     from ..visualize import flow_to_color
 
     flow, conf, warnings = sessions.flow(session, guidance, confidence)
