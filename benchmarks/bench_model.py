@@ -23,7 +23,9 @@ With ``--original-repo``, the original release's network is timed too.
 ``train`` times forward, loss (forward and backward, up to the logits), network
 backward and optimizer step separately; our step uses the fused full-resolution
 loss (``--loss reference`` for the original's upsample-then-cross-entropy), the
-original's step uses the original's loss formula. ``loss`` times the loss alone
+original's step uses the original's loss formula. A checkpoint of a regression model
+(e.g. the quickstart's residual) is trained as the trainer does: its training target
+(the residual over its fill) and loss at ``train.loss_resolution``. ``loss`` times the loss alone
 on logits of the preset's output size and reports its extra memory (peak
 resident memory minus that before the first call).
 """
@@ -148,13 +150,23 @@ def worker(args: argparse.Namespace) -> dict:
     fused = args.loss == "fused" and args.impl == "motionprop"
     loss_fn = (FusedDiscreteLoss if fused else DiscreteLoss)(nbins, fmax)
     bins = FlowBins(nbins, fmax)
+    as_trained = hasattr(model, "config") and not model.config.model.is_discrete
+    if as_trained:  # e.g. the quickstart's regressed residual: the trainer's own target and loss
+        from motionprop.losses import build_flow_loss
+        from motionprop.train.trainer import compute_loss
+
+        regression = build_flow_loss(model.config.model)
+
+        def loss_fn(logits: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+            return compute_loss(regression, logits, model.training_target(flow, sparse),
+                                model.config.train.loss_resolution)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
 
     def eval_step() -> dict[str, torch.Tensor]:
         with torch.no_grad(), autocast:
             out = net(image, sparse)
-        flow = torch.nn.functional.interpolate(bins.decode(out.float()), size=image.shape[-2:], mode="bilinear",
-                                               align_corners=True)
+        flow = out.float() if as_trained else bins.decode(out.float())
+        flow = torch.nn.functional.interpolate(flow, size=image.shape[-2:], mode="bilinear", align_corners=True)
         return {"logits": out.float(), "flow": flow}
 
     parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}

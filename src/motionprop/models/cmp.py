@@ -15,7 +15,7 @@ from .alexnet import AlexNetFCN
 from .bins import FlowBins
 from .decoder import PlainDecoder, SkipDecoder
 from .guidance_encoding import affinity_correction, blend_guidance, dense_guidance_input, guidance_fill
-from .resnet import RESNET_LAYOUTS, dilated_resnet
+from .resnet import RESNET_NAMES, dilated_resnet
 from .sparse_encoder import ShallowNet
 
 NormLayer = Callable[[int], nn.Module]
@@ -23,7 +23,7 @@ NormLayer = Callable[[int], nn.Module]
 IMAGE_ENCODERS: dict[str, Callable[[int, NormLayer], nn.Module]] = {
     "alexnet_fcn_32x": lambda dim, norm: AlexNetFCN(dim, (4, 2, 2, 2), norm),
     "alexnet_fcn_8x": lambda dim, norm: AlexNetFCN(dim, (2, 2, 2, 1), norm),
-    **{name: partial(dilated_resnet, name) for name in RESNET_LAYOUTS},
+    **{name: partial(dilated_resnet, name) for name in RESNET_NAMES},
 }
 SPARSE_ENCODER_STRIDES: dict[str, tuple[int, int, int]] = {
     "shallownet8x": (2, 2, 2),

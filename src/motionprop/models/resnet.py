@@ -1,5 +1,10 @@
 """ResNet with layer3 and layer4 dilated (output stride 8): the CMP image encoder of the ResNet results.
 
+``resnet18_l3`` and the other ``_l3`` names stop after layer3 (beyond the paper): at
+stride 8, ResNet-18's layer4 is most of the network's cost on a CPU (a training step
+of the quickstart's network takes 0.37x the time without it), and layer3 is the
+layer that video-correspondence work reads (CRW's videowalk drops layer4).
+
 Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...,
 ``downsample.0``), plus ``conv5``, the 1x1 projection to the feature width, so
 that both the original CMP checkpoints and torchvision-style weights map onto it.
@@ -66,12 +71,16 @@ class DilatedResNet(nn.Module):
     """ResNet at output stride 8: layer3 and layer4 keep the resolution of layer2 and dilate every 3x3 conv.
 
     As in the original CMP code, every block of layer3 (the first included) uses
-    dilation 2 and every block of layer4 dilation 4.
+    dilation 2 and every block of layer4 dilation 4. ``depth=3`` leaves layer4
+    out: ``conv5`` then projects layer3's output.
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], output_dim: int = 256,
-                 norm_layer: NormLayer = nn.BatchNorm2d):
+                 norm_layer: NormLayer = nn.BatchNorm2d, depth: int = 4):
         super().__init__()
+        if depth not in (3, 4):
+            raise ValueError(f"depth must be 3 or 4, got {depth}")
+        self.depth = depth
         self._norm_layer = norm_layer
         self._in_dim = 64
         self.output_stride = 8
@@ -82,8 +91,9 @@ class DilatedResNet(nn.Module):
         self.layer1 = self._make_layer(block, 64, layers[0])
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 256, layers[2], dilation=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], dilation=4)
-        self.conv5 = nn.Conv2d(512 * block.expansion, output_dim, kernel_size=1)
+        if depth == 4:
+            self.layer4 = self._make_layer(block, 512, layers[3], dilation=4)
+        self.conv5 = nn.Conv2d(self._in_dim, output_dim, kernel_size=1)
         # Channels of the skip features returned with return_skips=True: conv1 (1/2), layer1 (1/4).
         self.skip_dims = (64, 64 * block.expansion)
 
@@ -106,7 +116,9 @@ class DilatedResNet(nn.Module):
         """image (B,3,H,W) -> features (B, output_dim, H/8, W/8) [, (conv1 (B,64,H/2,W/2), layer1 (B,C,H/4,W/4))]."""
         conv1 = self.relu(self.bn1(self.conv1(image)))
         layer1 = self.layer1(self.maxpool(conv1))
-        x = self.layer4(self.layer3(self.layer2(layer1)))
+        x = self.layer3(self.layer2(layer1))
+        if self.depth == 4:
+            x = self.layer4(x)
         features = self.conv5(x)
         if return_skips:
             return features, (conv1, layer1)
@@ -122,7 +134,14 @@ RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, 
 }
 
 
+LAYER3_SUFFIX = "_l3"
+"""``resnet18_l3`` = ``resnet18`` without layer4."""
+
+RESNET_NAMES: tuple[str, ...] = tuple(RESNET_LAYOUTS) + tuple(name + LAYER3_SUFFIX for name in RESNET_LAYOUTS)
+
+
 def dilated_resnet(name: str, output_dim: int, norm_layer: NormLayer = nn.BatchNorm2d) -> DilatedResNet:
-    """Build ``resnet18`` ... ``resnet152`` at output stride 8."""
-    block, layers = RESNET_LAYOUTS[name]
-    return DilatedResNet(block, layers, output_dim, norm_layer)
+    """Build ``resnet18`` ... ``resnet152`` at output stride 8, or one of them without layer4 (``resnet18_l3``)."""
+    depth = 3 if name.endswith(LAYER3_SUFFIX) else 4
+    block, layers = RESNET_LAYOUTS[name.removesuffix(LAYER3_SUFFIX)]
+    return DilatedResNet(block, layers, output_dim, norm_layer, depth)
