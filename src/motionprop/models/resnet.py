@@ -2,7 +2,7 @@
 
 ``resnet18_l3`` and the other ``_l3`` names stop after layer3 (beyond the paper): at
 stride 8, ResNet-18's layer4 is most of the network's cost on a CPU (a training step
-of the quickstart's network takes 0.37x the time without it), and layer3 is the
+of the quickstart's network takes 0.36x the time without it), and layer3 is the
 layer that video-correspondence work reads (CRW's videowalk drops layer4).
 
 Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...,
