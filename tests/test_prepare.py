@@ -432,24 +432,6 @@ def test_another_video_of_the_same_name_and_size_is_prepared(tmp_path):
     assert len(list((root / "flow").iterdir())) == 2 and len(read_lists(root)["train"]) == 6
 
 
-def test_markers_of_the_earlier_identity_still_count(tmp_path):
-    """A set prepared before identities were content hashes is not redone under new names."""
-    import json
-
-    video = write_video(tmp_path / "pan.mp4", moving_frames(3))
-    config = PrepareConfig(short_size=64, gap=1, stride=1, val_fraction=0)
-    root = tmp_path / "set"
-    prepare([video], root, config, workers=1, progress=False)
-    marker = root / "clips/pan.json"
-    record = json.loads(marker.read_text())
-    del record["identity_version"]
-    record["identity"] = f"pan.mp4:{video.stat().st_size} bytes"  # what the earlier version wrote
-    marker.write_text(json.dumps(record))
-    summary = prepare([video], root, config, workers=1, progress=False)
-    assert summary.clips_kept == 1 and summary.pairs_written == 0
-    assert [p.name for p in (root / "flow").iterdir()] == ["pan"]
-
-
 def test_a_video_with_new_times_is_the_same_source(tmp_path):
     """A reinstalled or copied video (same bytes, new modification time) is not prepared a second time.
 
@@ -495,8 +477,9 @@ def test_a_large_videos_identity_reads_its_ends(tmp_path):
     assert source_identity(find_clips([path])[0]) != first
 
 
-def test_markers_of_identity_version_2_still_count(tmp_path):
-    """A set prepared when identities were names, sizes and times is not redone under new names."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_markers_of_earlier_identities_still_count(tmp_path, version):
+    """A set prepared with an earlier identity (1: name and size; 2: names, sizes and times) is not redone."""
     import json
 
     from motionprop.data.prepare import _stat_identity, find_clips
@@ -508,7 +491,11 @@ def test_markers_of_identity_version_2_still_count(tmp_path):
     marker = root / "clips/pan.json"
     record = json.loads(marker.read_text())
     assert record["identity_version"] == 3 and record["identity"].startswith("video, ")
-    record.update(identity_version=2, identity=_stat_identity(find_clips([video])[0]))
+    if version == 1:  # what the first version wrote: no version key
+        del record["identity_version"]
+        record["identity"] = f"pan.mp4:{video.stat().st_size} bytes"
+    else:
+        record.update(identity_version=2, identity=_stat_identity(find_clips([video])[0]))
     marker.write_text(json.dumps(record))
     summary = prepare([video], root, config, workers=1, progress=False)
     assert summary.clips_kept == 1 and summary.pairs_written == 0
