@@ -158,7 +158,8 @@ def worker(args: argparse.Namespace) -> dict:
         regression = build_flow_loss(model.config.model)
 
         def loss_fn(logits: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-            return compute_loss(regression, logits, model.training_target(flow, sparse),
+            target = model.training_target(flow, sparse, cost=model.guidance_cost(image))
+            return compute_loss(regression, logits, target,
                                 model.config.train.loss_resolution)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=1e-4)
 

@@ -45,6 +45,7 @@ SAMPLE_STRATEGIES = ("grid", "uniform", "watershed", "gradnms", "single", "full"
 FLOW_FILE_TYPES = ("jpg", "flo", "png", "npy", "npz")
 GUIDANCE_INPUTS = ("sparse", "dense")
 PREDICTIONS = ("flow", "residual")
+RESIDUAL_BASES = ("nearest", "idw", "geodesic")  # geodesic: IDW with distances that cost more across image edges
 GUIDANCE_DENSITIES = ("fixed", "random")
 
 
@@ -67,6 +68,8 @@ class ModelConfig:
     prediction: str = "flow"
     residual_base: str = "nearest"
     idw_power: float = 2.0
+    geodesic_weight: float = 40.0
+    geodesic_cells: int = 64
     guidance_radius: float = 0.0
     affinity_dim: int = 0
 
@@ -86,9 +89,13 @@ class ModelConfig:
         _check_choice("model.flow_loss", self.flow_loss, FLOW_LOSSES)
         _check_choice("model.guidance_input", self.guidance_input, GUIDANCE_INPUTS)
         _check_choice("model.prediction", self.prediction, PREDICTIONS)
-        _check_choice("model.residual_base", self.residual_base, ("nearest", "idw"))
+        _check_choice("model.residual_base", self.residual_base, RESIDUAL_BASES)
         if not self.idw_power > 0:
             raise ConfigError(f"model.idw_power must be positive, got {self.idw_power}")
+        if not self.geodesic_weight >= 0:
+            raise ConfigError(f"model.geodesic_weight must be >= 0 (0 = plain IDW), got {self.geodesic_weight}")
+        if self.geodesic_cells < 2:
+            raise ConfigError(f"model.geodesic_cells must be at least 2, got {self.geodesic_cells}")
         if not self.guidance_distance_scale > 0:
             raise ConfigError(f"model.guidance_distance_scale must be positive, got {self.guidance_distance_scale}")
         if self.affinity_dim < 0:

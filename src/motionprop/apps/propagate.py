@@ -321,7 +321,8 @@ class Propagator:
         raw = self._decoder(sparse) if self._decoder is not None else self.model.decode(self._features, sparse)
         working = tuple(sparse.shape[-2:])
         if getattr(self.model, "needs_guidance_for_flow", False):  # residual or blended models
-            flow = self.model.output_to_flow(raw, working, sparse).float()  # (B, 2, h, w) in working pixels
+            cost = getattr(self._features, "guidance_cost", None)  # the image's, for a geodesic fill
+            flow = self.model.output_to_flow(raw, working, sparse, cost=cost).float()  # (B, 2, h, w), working px
         else:
             flow = self.model.output_to_flow(raw, working).float()
         (h, w), (wh, ww) = self.image_size, working

@@ -14,6 +14,7 @@ from ..errors import InputError
 from .alexnet import AlexNetFCN
 from .bins import FlowBins
 from .decoder import PlainDecoder, SkipDecoder
+from .geodesic import edge_cost, geodesic_idw
 from .guidance_encoding import affinity_correction, blend_guidance, dense_guidance_input, guidance_fill
 from .resnet import RESNET_NAMES, dilated_resnet
 from .sparse_encoder import ShallowNet
@@ -44,6 +45,8 @@ class ImageFeatures(NamedTuple):
     """(conv1 (B,64,H/2,W/2), layer1 (B,C,H/4,W/4)) for the skip decoder, else empty."""
     image_size: tuple[int, int]
     """(H, W) of the encoded image."""
+    guidance_cost: torch.Tensor | None = None
+    """(B,1,H,W) the image's edge cost for a geodesic residual base (``model.residual_base: geodesic``), else None."""
 
 
 class CMP(nn.Module):
@@ -80,6 +83,9 @@ class CMP(nn.Module):
         self.guidance_distance_scale = m.guidance_distance_scale
         self.residual = m.prediction == "residual"
         self.residual_base, self.idw_power = m.residual_base, m.idw_power
+        self.geodesic_weight, self.geodesic_cells = m.geodesic_weight, m.geodesic_cells
+        self._pixel_mean = tuple(float(v) for v in config.data.mean)
+        self._pixel_std = tuple(float(v) for v in config.data.std)
         self.guidance_radius = m.guidance_radius
         self.affinity_dim = m.affinity_dim
         if m.affinity_dim:
@@ -97,18 +103,44 @@ class CMP(nn.Module):
             return dense_guidance_input(sparse, self.guidance_distance_scale)[0]
         return sparse
 
-    def training_target(self, flow: torch.Tensor, sparse: torch.Tensor, fill: torch.Tensor | None = None
-                        ) -> torch.Tensor:
+    def training_target(self, flow: torch.Tensor, sparse: torch.Tensor, fill: torch.Tensor | None = None,
+                        cost: torch.Tensor | None = None) -> torch.Tensor:
         """What the raw output is trained to match at flow's resolution: the flow, or its residual over the fill.
 
-        ``fill``: :meth:`residual_fill` of ``sparse`` if the caller has it already.
+        ``fill``: :meth:`residual_fill` of ``sparse`` if the caller has it already;
+        else ``cost`` is the image's :meth:`guidance_cost` (geodesic base only).
         """
         if not self.residual:
             return flow
-        return flow - (self.residual_fill(sparse) if fill is None else fill).to(flow.dtype)
+        return flow - (self.residual_fill(sparse, cost) if fill is None else fill).to(flow.dtype)
 
-    def residual_fill(self, sparse: torch.Tensor) -> torch.Tensor:
-        """sparse (B,4,H,W) -> the fill (B,2,H,W) that a residual model's output corrects (model.residual_base)."""
+    @property
+    def fill_needs_image(self) -> bool:
+        """Whether the residual fill depends on the image (``model.residual_base: geodesic``), not only on the guidance."""
+        return self.residual and self.residual_base == "geodesic"
+
+    @torch.no_grad()
+    def guidance_cost(self, image: torch.Tensor) -> torch.Tensor | None:
+        """image (B,3,H,W) normalized -> its edge cost (B,1,H,W) for the geodesic fill, or None if the fill ignores the image."""
+        if not self.fill_needs_image:
+            return None
+        mean = image.new_tensor(self._pixel_mean).view(1, 3, 1, 1)
+        std = image.new_tensor(self._pixel_std).view(1, 3, 1, 1)
+        return edge_cost((image.float() * std + mean) / 255.0, self.geodesic_weight)
+
+    def residual_fill(self, sparse: torch.Tensor, cost: torch.Tensor | None = None) -> torch.Tensor:
+        """sparse (B,4,H,W) -> the fill (B,2,H,W) that a residual model's output corrects (model.residual_base).
+
+        A geodesic fill also needs ``cost``, the image's :meth:`guidance_cost`
+        (B or 1, 1, H, W), e.g. ``ImageFeatures.guidance_cost``.
+        """
+        if self.residual_base == "geodesic":
+            if cost is None or tuple(cost.shape[-2:]) != tuple(sparse.shape[-2:]):
+                got = "none" if cost is None else f"{tuple(cost.shape[-2:])}"
+                raise InputError(f"this model's fill is geodesic: it needs the image's cost "
+                                 f"(model.guidance_cost(image)) at the guidance's size {tuple(sparse.shape[-2:])}, "
+                                 f"got {got}")
+            return geodesic_idw(sparse, cost, self.idw_power, self.geodesic_cells)
         return guidance_fill(sparse, self.residual_base, self.idw_power)
 
     def _check_size(self, tensor: torch.Tensor, name: str, channels: int) -> None:
@@ -140,7 +172,7 @@ class CMP(nn.Module):
             features, skips = self.image_encoder(image, return_skips=True)
         else:
             features, skips = self.image_encoder(image), ()
-        return ImageFeatures(features, tuple(skips), (image.shape[-2], image.shape[-1]))
+        return ImageFeatures(features, tuple(skips), (image.shape[-2], image.shape[-1]), self.guidance_cost(image))
 
     def decode(self, image_features: ImageFeatures, sparse: torch.Tensor) -> torch.Tensor:
         """Propagate guidance: sparse (B,4,H,W) = flow x, flow y, mask, mask -> raw output (B, out, H/s, W/s).
@@ -213,12 +245,14 @@ class CMP(nn.Module):
         return self.decode(self.encode_image(image), sparse)
 
     def output_to_flow(self, output: torch.Tensor, size: tuple[int, int],
-                       sparse: torch.Tensor | None = None, fill: torch.Tensor | None = None) -> torch.Tensor:
+                       sparse: torch.Tensor | None = None, fill: torch.Tensor | None = None,
+                       cost: torch.Tensor | None = None) -> torch.Tensor:
         """Raw output -> flow (B,2,H,W) in pixels at ``size``: decoded at low resolution, then upsampled.
 
         Residual and blended models (:attr:`needs_guidance_for_flow`) also need the
         guidance ``sparse`` (B,4,H,W) at ``size``; ``fill`` is its :meth:`residual_fill`
-        if the caller has it already.
+        if the caller has it already; else a geodesic fill (:attr:`fill_needs_image`)
+        needs ``cost``, the image's :meth:`guidance_cost`.
         """
         flow = self.bins.decode(output) if self.bins is not None else output.float()
         if tuple(flow.shape[-2:]) != tuple(size):
@@ -229,7 +263,7 @@ class CMP(nn.Module):
             raise InputError(f"this model ({'residual' if self.residual else 'guidance_radius'}) needs the "
                              f"guidance at the output size {tuple(size)} to make flow")
         if self.residual:
-            fill = self.residual_fill(sparse) if fill is None else fill
+            fill = self.residual_fill(sparse, cost) if fill is None else fill
             flow = flow + fill
         else:
             fill = None
@@ -250,8 +284,9 @@ class CMP(nn.Module):
                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """image (B,3,H,W), sparse (B,4,H,W) -> flow (B,2,H,W) in pixels [, confidence (B,1,H,W)]."""
         size = (image.shape[-2], image.shape[-1])
-        output = self(image, sparse)
-        flow = self.output_to_flow(output, size, sparse)
+        features = self.encode_image(image)
+        output = self.decode(features, sparse)
+        flow = self.output_to_flow(output, size, sparse, cost=features.guidance_cost)
         if return_confidence:
             return flow, self.output_to_confidence(output, size)
         return flow

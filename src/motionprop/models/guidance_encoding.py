@@ -13,7 +13,8 @@ model, where no caller has to know:
   pixel knows which arrow is closest and how far it is;
 * ``prediction: residual``: the network predicts the correction to a
   non-learned fill of the guidance (``residual_base``: the nearest guidance
-  vector, or inverse-distance weighting with ``idw_power``), added at full
+  vector, inverse-distance weighting with ``idw_power``, or IDW of geodesic
+  distances on the image, ``models/geodesic.py``), added at full
   resolution, so an untrained network already gives that fill, and dense
   guidance keeps its full-resolution detail;
 * ``guidance_radius`` R > 0 blends the output into the fill within R pixels

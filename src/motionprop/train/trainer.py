@@ -308,7 +308,8 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
         with autocast_context(cfg, info.device):
             output = net(batch["image"], batch["sparse"])
         target, valid, sparse = batch["flow"], batch["valid"], batch["sparse"]
-        fill = model.residual_fill(sparse) if model.residual else None  # once for the flow and the loss
+        # once for the flow and the loss
+        fill = model.residual_fill(sparse, model.guidance_cost(batch["image"])) if model.residual else None
         flow = model.output_to_flow(output.float(), target.shape[-2:], sparse, fill)
         n = target.shape[0]
         sums[0] += compute_loss(loss_fn, output, model.training_target(target, sparse, fill), "full").item() * n
@@ -632,7 +633,8 @@ def _train_step(cfg: Config, info: DistInfo, net: nn.Module, optimizer: torch.op
         with sync:
             with autocast_context(cfg, info.device):
                 output = net(batch["image"], batch["sparse"])
-            target = getattr(net, "module", net).training_target(batch["flow"], batch["sparse"])
+            cmp = getattr(net, "module", net)
+            target = cmp.training_target(batch["flow"], batch["sparse"], cost=cmp.guidance_cost(batch["image"]))
             loss = compute_loss(loss_fn, output, target, t.loss_resolution) / t.grad_accum
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total += loss.item()

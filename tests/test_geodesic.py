@@ -1,0 +1,161 @@
+"""The geodesic IDW fill (models/geodesic.py) and models whose residual base it is."""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from motionprop import create_model
+from motionprop.apps.propagate import Propagator
+from motionprop.baselines import idw_fill
+from motionprop.config import Config, ModelConfig
+from motionprop.errors import ConfigError, InputError
+from motionprop.models.geodesic import edge_cost, geodesic_distances, geodesic_idw
+
+from test_guidance_encoding import SMALL, _zero_last_layer, random_sparse
+
+
+def dijkstra(cost: np.ndarray, start: tuple[int, int]) -> np.ndarray:
+    """Exact 8-neighbour geodesic distances: a step costs its length times the mean cost of its ends."""
+    height, width = cost.shape
+    distance = np.full((height, width), math.inf)
+    distance[start] = 0.0
+    queue = [(0.0, *start)]
+    while queue:
+        d, y, x = heapq.heappop(queue)
+        if d > distance[y, x]:
+            continue
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                yy, xx = y + dy, x + dx
+                if (dy or dx) and 0 <= yy < height and 0 <= xx < width:
+                    nd = d + math.hypot(dy, dx) * 0.5 * (cost[y, x] + cost[yy, xx])
+                    if nd < distance[yy, xx]:
+                        distance[yy, xx] = nd
+                        heapq.heappush(queue, (nd, yy, xx))
+    return distance
+
+
+def test_sweeps_converge_to_the_exact_geodesic_distance_and_one_round_never_underestimates():
+    rng = np.random.default_rng(0)
+    cost = 1 + 5 * rng.random((13, 17))
+    starts = [(3, 4), (12, 0), (0, 16)]
+    seeds = torch.zeros(1, 3, 13, 17, dtype=torch.bool)
+    for k, (y, x) in enumerate(starts):
+        seeds[0, k, y, x] = True
+    exact = np.stack([dijkstra(cost, s) for s in starts])
+    torch_cost = torch.from_numpy(cost).float()[None, None]
+    converged = geodesic_distances(torch_cost, seeds, rounds=4)[0].numpy()
+    np.testing.assert_allclose(converged, exact, rtol=1e-5, atol=1e-4)
+    one = geodesic_distances(torch_cost, seeds, rounds=1)[0].numpy()
+    assert (one >= exact - 1e-4).all()  # a sweep only ever finds real paths
+    assert np.abs(one / np.maximum(exact, 1) - 1).mean() < 0.05
+
+
+def test_a_seedless_channel_stays_infinite():
+    seeds = torch.zeros(1, 2, 9, 9, dtype=torch.bool)
+    seeds[0, 0, 4, 4] = True
+    distance = geodesic_distances(torch.ones(1, 1, 9, 9), seeds)
+    assert torch.isinf(distance[0, 1]).all() and torch.isfinite(distance[0, 0]).all()
+
+
+@pytest.mark.parametrize("cells", [64, 13])  # stride 1, and a coarse grid of stride 3
+def test_without_edge_weight_the_geodesic_fill_is_plain_idw(cells):
+    sparse = random_sparse(batch=3, size=(40, 56), points=9)
+    sparse[2] = 0  # an image without guidance
+    fill = geodesic_idw(sparse, edge_cost(torch.rand(3, 3, 40, 56), weight=0.0), power=4.0, cells=cells)
+    torch.testing.assert_close(fill, idw_fill(sparse, power=4.0), atol=1e-4, rtol=0)
+    assert (fill[2] == 0).all()
+
+
+def test_an_edge_keeps_each_side_with_its_own_point():
+    """Left half dark, right half bright; one point on each side, 20 px from the edge, moving apart."""
+    height, width, edge = 48, 64, 32
+    image = torch.zeros(1, 3, height, width)
+    image[..., edge:] = 1.0
+    sparse = torch.zeros(1, 4, height, width)
+    sparse[0, :, 24, edge - 20] = torch.tensor([-5.0, 0.0, 1.0, 1.0])
+    sparse[0, :, 24, edge + 20] = torch.tensor([5.0, 0.0, 1.0, 1.0])
+    plain = idw_fill(sparse, power=4.0)
+    geodesic = geodesic_idw(sparse, edge_cost(image, weight=40.0), power=4.0, cells=16)
+    # Pixels 5 px from the edge (outside its blur): plain IDW mixes both points, the geodesic fill follows its side.
+    for y, x in [(24, edge - 5), (5, edge - 5)]:
+        assert geodesic[0, 0, y, x] < -4.5 and plain[0, 0, y, x] > -4.0
+    assert geodesic[0, 0, 24, edge + 5] > 4.5 > plain[0, 0, 24, edge + 5]
+    assert (geodesic[0, :, 24, edge - 20] == torch.tensor([-5.0, 0.0])).all()  # guided pixels exact
+    assert (geodesic[0, :, 24, edge + 20] == torch.tensor([5.0, 0.0])).all()
+
+
+def test_many_points_are_weighted_in_blocks_as_in_one():
+    sparse = random_sparse(batch=1, size=(32, 40), points=40, seed=3)
+    cost = edge_cost(torch.rand(1, 3, 32, 40), weight=20.0)
+    import motionprop.models.geodesic as geodesic
+
+    blocked = geodesic_idw(sparse, cost, power=4.0, cells=16)
+    block, geodesic._POINTS_PER_BLOCK = geodesic._POINTS_PER_BLOCK, 1000
+    try:
+        whole = geodesic_idw(sparse, cost, power=4.0, cells=16)
+    finally:
+        geodesic._POINTS_PER_BLOCK = block
+    torch.testing.assert_close(blocked, whole, atol=1e-4, rtol=1e-4)
+
+
+GEODESIC = dict(guidance_input="dense", prediction="residual", residual_base="geodesic", idw_power=4.0,
+                flow_loss="smooth_l1", geodesic_weight=40.0, geodesic_cells=32)
+
+
+def _geodesic_model(**options) -> torch.nn.Module:
+    return create_model(Config(model=ModelConfig(**SMALL, **{**GEODESIC, **options}))).eval()
+
+
+def test_an_untrained_geodesic_model_gives_the_geodesic_fill_of_its_image():
+    model = _geodesic_model()
+    _zero_last_layer(model)
+    pixels = torch.rand(2, 3, 64, 64) * 255
+    mean, std = torch.tensor(model.config.data.mean), torch.tensor(model.config.data.std)
+    image = (pixels - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    sparse = random_sparse(size=(64, 64))
+    with torch.no_grad():
+        flow = model.predict_flow(image, sparse)
+    expected = geodesic_idw(sparse, edge_cost(pixels / 255, 40.0), power=4.0, cells=32)
+    torch.testing.assert_close(flow, expected, atol=1e-3, rtol=0)
+    assert (flow - idw_fill(sparse, power=4.0)).abs().mean() > 0.1  # the image matters
+
+
+def test_a_geodesic_fill_without_the_image_cost_is_a_clear_error():
+    model = _geodesic_model()
+    sparse = random_sparse(size=(64, 64))
+    with pytest.raises(InputError, match="geodesic: it needs the image's cost"):
+        model.residual_fill(sparse)
+    with pytest.raises(InputError, match="geodesic"):
+        model.output_to_flow(torch.zeros(2, 2, 8, 8), (64, 64), sparse)
+    assert _geodesic_model(residual_base="idw").guidance_cost(torch.zeros(1, 3, 64, 64)) is None
+
+
+def test_the_propagator_uses_the_image_of_a_geodesic_model():
+    model = _geodesic_model()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    image[:, 40:] //= 8  # a strong edge
+    propagator = Propagator(model, working_size=(64, 80))
+    propagator.set_image(image)
+    flow = propagator.propagate([(20, 30, 6.0, -2.0)], [(60, 10)])
+    x = torch.from_numpy(image).permute(2, 0, 1).float()[None]
+    mean, std = torch.tensor(model.config.data.mean), torch.tensor(model.config.data.std)
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    sparse = torch.zeros(1, 4, 64, 80)
+    sparse[0, :, 30, 20] = torch.tensor([6.0, -2.0, 1.0, 1.0])
+    sparse[0, 2:, 10, 60] = 1.0
+    with torch.no_grad():
+        expected = model.predict_flow(x, sparse)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(flow, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("key, value", [("geodesic_weight", -1.0), ("geodesic_cells", 1)])
+def test_bad_geodesic_options_are_config_errors(key, value):
+    with pytest.raises(ConfigError, match=f"model.{key}"):
+        ModelConfig(**{key: value}).validate()
