@@ -3,11 +3,13 @@
     python benchmarks/bench_fills.py --davis ../shared/data/davis2016 [--densities 20,dense]
 
 Same pairs, targets and seeded guidance as ``bench_real_motion.py`` (whose cache it shares). Fills:
-IDW with power 4 (the quickstart network's base), the watershed fill (each pixel takes the vector of
-the guidance point whose watershed basin holds it, on the Lab gradient magnitude after a Gaussian of
-sigma 2), ``blend R`` = ``min(d / R, 1) * watershed + (1 - min(d / R, 1)) * IDW-4`` with d the distance
-to the nearest guidance point, and (with ``--geodesic``, slow) IDW-4 of geodesic distances whose
-cost per pixel is ``1 + 2 x gradient``. Prints mean end-point errors per density.
+IDW with power 4 (the quickstart network's base until 2026-12-02), the watershed fill (each pixel
+takes the vector of the guidance point whose watershed basin holds it, on the Lab gradient magnitude
+after a Gaussian of sigma 2), ``blend R`` = ``min(d / R, 1) * watershed + (1 - min(d / R, 1)) * IDW-4``
+with d the distance to the nearest guidance point, and ``geodesic W``: IDW-4 of geodesic distances whose cost per pixel is
+``1 + W x`` the colour gradient (``motionprop.models.geodesic``, the fill of ``model.residual_base:
+geodesic``; ``--geodesic`` lists the weights, default 40 as in the quickstart). Prints mean end-point
+errors per density.
 """
 
 from __future__ import annotations
@@ -43,36 +45,27 @@ def watershed_fill(gradient: np.ndarray, sparse: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(sparse[:2].numpy()[:, ys, xs][:, basins - 1])
 
 
-def geodesic_idw(gradient: np.ndarray, sparse: torch.Tensor, weight: float = 2.0, power: float = 4.0
-                 ) -> torch.Tensor:
-    """(2, H, W): IDW of the guidance with geodesic distances (path cost 1 + weight x gradient)."""
-    from skimage.graph import MCP_Geometric
-
-    ys, xs = np.nonzero(sparse[2].numpy() > 0)
-    cost = 1.0 + weight * gradient
-    distances = np.stack([MCP_Geometric(cost).find_costs([(y, x)])[0] for y, x in zip(ys, xs)])
-    weights = 1.0 / np.maximum(distances, 1e-3) ** power
-    vectors = sparse[:2].numpy()[:, ys, xs]
-    out = np.einsum("khw,ck->chw", weights, vectors) / weights.sum(0)
-    out[:, ys, xs] = vectors
-    return torch.from_numpy(out.astype(np.float32))
-
-
 def main(argv: list[str] | None = None) -> int:
     from motionprop.baselines import idw_fill
+    from motionprop.models.geodesic import edge_cost, geodesic_idw
     from motionprop.models.guidance_encoding import nearest_guidance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS-layout root")
     parser.add_argument("--densities", default="20,dense", help="of 1, 20, dense (default: 20,dense)")
     parser.add_argument("--radii", default="20,40,160", help="blend radii R in px (default: 20,40,160)")
-    parser.add_argument("--geodesic", action="store_true", help="also geodesic IDW (sparse densities only; slow)")
+    parser.add_argument("--geodesic", default="40", metavar="W[,W...]",
+                        help="edge weights of the geodesic IDW-4 fills, '' for none (default: 40)")
     parser.add_argument("--cache", type=Path, default=None, help="flow cache (default: ROOT/.bench_cache)")
     args = parser.parse_args(argv)
     densities = args.densities.split(",")
     if any(d not in real.DENSITIES for d in densities):
         sys.exit(f"bench_fills: --densities must be of {', '.join(real.DENSITIES)}")
     radii = [float(r) for r in args.radii.split(",")]
+    try:
+        weights = [float(w) for w in args.geodesic.split(",") if w.strip()]
+    except ValueError:
+        sys.exit(f"bench_fills: --geodesic must be comma-separated numbers, got {args.geodesic!r}")
     cache = args.cache or args.davis / ".bench_cache"
     pairs = real.make_pairs(real.clip_folders(args.davis, None), 192, 2, 4, cache)
     print(f"{len(pairs)} pairs from {args.davis}")
@@ -89,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             for radius in radii:
                 w = (distance / radius).clamp(max=1.0)
                 fills[f"blend {radius:g}"] = w * shed + (1 - w) * idw
-            if args.geodesic and density != "dense":
-                fills["geodesic IDW-4"] = geodesic_idw(gradient, sparse)
+            for weight in weights:
+                cost = edge_cost(torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255, weight)
+                fills[f"geodesic {weight:g}"] = geodesic_idw(sparse[None], cost, power=4.0)[0]
             for name, fill in fills.items():
                 errors.setdefault(name, []).append(real.epe(fill, flow))
         print(f"{density}: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in errors.items()), flush=True)

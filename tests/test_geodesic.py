@@ -159,3 +159,23 @@ def test_the_propagator_uses_the_image_of_a_geodesic_model():
 def test_bad_geodesic_options_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=f"model.{key}"):
         ModelConfig(**{key: value}).validate()
+
+
+def test_the_fill_input_shows_the_sparse_encoder_the_geodesic_fill():
+    model = _geodesic_model(guidance_input="fill")
+    image, sparse = torch.randn(2, 3, 64, 64), random_sparse(size=(64, 64))
+    cost = model.guidance_cost(image)
+    encoded = model.encode_guidance(sparse, cost)
+    torch.testing.assert_close(encoded[:, :2], model.residual_fill(sparse, cost))
+    dense = _geodesic_model().encode_guidance(sparse, cost)  # the nearest vector instead
+    torch.testing.assert_close(encoded[:, 2:], dense[:, 2:])
+    assert (encoded[:, :2] - dense[:, :2]).abs().mean() > 0.1
+    with torch.no_grad():  # the cached decoder sees the same input
+        features = model.encode_image(image[:1])
+        torch.testing.assert_close(model.cached_decode(features)(sparse), model.decode(features, sparse),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_the_fill_input_needs_a_residual_model():
+    with pytest.raises(ConfigError, match="model.guidance_input: fill"):
+        ModelConfig(guidance_input="fill").validate()

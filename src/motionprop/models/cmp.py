@@ -97,10 +97,17 @@ class CMP(nn.Module):
         """Whether turning the raw output into flow needs the sparse guidance (residual or blended models)."""
         return self.residual or self.guidance_radius > 0
 
-    def encode_guidance(self, sparse: torch.Tensor) -> torch.Tensor:
-        """sparse (B,4,H,W) -> the sparse encoder's input (B,4,H,W): itself, or its dense form (model.guidance_input)."""
+    def encode_guidance(self, sparse: torch.Tensor, cost: torch.Tensor | None = None) -> torch.Tensor:
+        """sparse (B,4,H,W) -> the sparse encoder's input (B,4,H,W): itself, or a dense form (model.guidance_input).
+
+        ``cost``: the image's :meth:`guidance_cost`, for ``guidance_input: fill`` of a geodesic model.
+        """
         if self.guidance_input == "dense":
             return dense_guidance_input(sparse, self.guidance_distance_scale)[0]
+        if self.guidance_input == "fill":
+            encoded, _ = dense_guidance_input(sparse, self.guidance_distance_scale)
+            encoded[:, :2] = self.residual_fill(sparse, cost).to(encoded.dtype)
+            return encoded
         return sparse
 
     def training_target(self, flow: torch.Tensor, sparse: torch.Tensor, fill: torch.Tensor | None = None,
@@ -191,7 +198,8 @@ class CMP(nn.Module):
                 raise InputError(f"image batch {features.shape[0]} and sparse batch {batch} differ")
             features = features.expand(batch, -1, -1, -1)
             skips = tuple(s.expand(batch, -1, -1, -1) for s in skips)
-        fused = torch.cat([features, self.flow_encoder(self.encode_guidance(sparse))], dim=1)
+        guidance = self.encode_guidance(sparse, image_features.guidance_cost)
+        fused = torch.cat([features, self.flow_encoder(guidance)], dim=1)
         output = self.flow_decoder(fused, skips) if self.uses_skips else self.flow_decoder(fused)
         if self.affinity_dim:
             output = output + self._affinity(self.affinity_embedding(image_features.features, output),
@@ -231,7 +239,7 @@ class CMP(nn.Module):
             if tuple(sparse.shape[-2:]) != tuple(image_features.image_size):
                 raise InputError(f"sparse is {tuple(sparse.shape[-2:])} but the image was "
                                  f"{image_features.image_size}")
-            output = decode(self.flow_encoder(self.encode_guidance(sparse)))
+            output = decode(self.flow_encoder(self.encode_guidance(sparse, image_features.guidance_cost)))
             if not self.affinity_dim:
                 return output
             if not embedding:

@@ -29,8 +29,8 @@ from .trainer import TrainOptions, TrainResult, train
 
 # Packaged recipes -> (config, default time limit in minutes): more than twice the training time on 2 cores of a
 # 2.8 GHz Xeon (about 5.5, 21 and 11 minutes), so a machine twice as slow still finishes the schedule.
-RECIPES = {"quickstart": ("configs/quickstart.yaml", 15.0), "long": ("configs/long.yaml", 45.0),
-           "pretrain": ("configs/pretrain.yaml", 25.0)}
+RECIPES = {"quickstart": ("configs/quickstart.yaml", 20.0), "long": ("configs/long.yaml", 70.0),
+           "pretrain": ("configs/pretrain.yaml", 35.0)}
 
 
 def quickstart_config(recipe: str = "quickstart") -> Config:
