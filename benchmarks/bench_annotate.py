@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="short side the network sees (default: the short side of its training crop)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask = score > threshold")
     parser.add_argument("--flood-tol", type=int, default=12, help="flood fill tolerance per channel")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="the network's arithmetic (Propagator(precision=...); default: fp32)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
 
@@ -148,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not found:
         parser.error(f"no object of at least {args.min_area} px in {args.data}")
     mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
-    propagator = Propagator(load_model(args.checkpoint), working_size=args.working_size)
+    propagator = Propagator(load_model(args.checkpoint), working_size=args.working_size, precision=args.precision)
     scores: dict[str, list[float]] = {"cmp": [], "disc": [], "flood": []}
     current = None
     for frame, labels, index in found:

@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--compare-png", action="store_true",
                         help="alternate the single moves between the live pictures' JPEG and PNG "
                              "(the app's preview_format) and report both")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="the network's arithmetic, as motionprop app --precision (default: auto, the app's)")
     parser.add_argument("--json", metavar="FILE", help="write the results here")
     args = parser.parse_args()
 
@@ -153,6 +155,7 @@ def main() -> None:
 
     import motionprop
     from browser import why_no_browser
+    from motionprop import precision
     from motionprop.web.server import PREVIEW_FORMATS, BackgroundServer
     from motionprop.web.sessions import Sessions
 
@@ -162,8 +165,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = motionprop.create_model(args.preset).eval()
     base_rss = rss_mb()
-    sessions = Sessions(model, working_size=args.working_size, max_sessions=8)
+    sessions = Sessions(model, working_size=args.working_size, max_sessions=8, precision=args.precision)
     results: dict = {"preset": args.preset, "threads": torch.get_num_threads(),
+                     "precision": precision.describe(args.precision, "cpu"),
                      "image": f"{args.width}x{args.height}", "load_average": os.getloadavg()[0]}
     with BackgroundServer(sessions) as server, tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "example.jpg"

@@ -12,7 +12,8 @@ same run: these machines are noisy.
 
 Variants: ``fp32`` (the reference), ``channels_last`` (NHWC memory format),
 ``bf16`` (``torch.autocast`` to bfloat16 on the CPU, useful on CPUs with
-AVX512-BF16/AMX), ``compile`` (``torch.compile``, slow to start), ``keep_memory``
+AVX512-BF16/AMX), ``bf16_channels_last`` (both: what ``train.amp=bf16`` does with the trainer's
+default ``train.channels_last``), ``compile`` (``torch.compile``, slow to start), ``keep_memory``
 (glibc malloc settings in the environment: see ``KEEP_MEMORY``). The variant
 outputs are checked against fp32 on the same weights: largest logit difference
 relative to the largest logit, and largest decoded-flow difference in pixels.
@@ -139,12 +140,12 @@ def worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = _build(args.impl, args.preset, args.original_repo)
     image, sparse, target = _inputs(args.size, args.batch)
-    channels_last = args.variant == "channels_last"
+    channels_last = args.variant in ("channels_last", "bf16_channels_last")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)
         sparse = sparse.contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.variant == "bf16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.variant in ("bf16", "bf16_channels_last"))
     net = torch.compile(model) if args.variant == "compile" else model
     nbins, fmax = (model.config.model.nbins, model.config.model.fmax) if hasattr(model, "config") else (99, 50.0)
     fused = args.loss == "fused" and args.impl == "motionprop"
@@ -247,7 +248,7 @@ def main() -> None:
     parser.add_argument("--loss", default="fused", choices=["fused", "reference"],
                         help="the full-resolution loss of our train step (default: fused)")
     parser.add_argument("--variants", nargs="+", default=["channels_last", "bf16"],
-                        choices=["fp32", "channels_last", "bf16", "compile", "keep_memory"],
+                        choices=["fp32", "channels_last", "bf16", "bf16_channels_last", "compile", "keep_memory"],
                         help="variants besides fp32, which always runs first as the reference")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0,

@@ -15,6 +15,11 @@ them alike:
 * ``... channels_last``: the same through ``Propagator(channels_last=True)``
   (a copy of the model with channels-last weights; what ``motionprop app`` and
   the app commands use);
+* ``... channels_last bf16``: the same with ``precision="bf16"`` (bfloat16
+  autocast: fast on CPUs with AVX512-BF16/AMX, what ``--precision auto`` picks
+  there); ``bf16 |dflow|`` rows give its flow's mean and largest difference
+  from the fp32 query's in pixels (random weights: an upper bound on what a
+  trained network shows);
 * ``bins: ...``: decoding one query's bin logits to flow, ``FlowBins.decode``
   (blocks of pixels, bins on the last axis) against the softmax along the
   channel axis of the whole map (the original's way), for logits in the
@@ -74,9 +79,9 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
     fast = Propagator(model, working_size=size)
     plain = Propagator(model, working_size=size, cached_decoder=False)
     last = Propagator(copy.deepcopy(model), working_size=size, channels_last=True)
-    fast.set_image(image)
-    plain.set_image(image)
-    last.set_image(image)
+    half = Propagator(copy.deepcopy(model), working_size=size, channels_last=True, precision="bf16")
+    for propagator in (fast, plain, last, half):
+        propagator.set_image(image)
     sparse = fast.sparse_input([(arrows, still)])
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     x = (x - fast.mean) / fast.std
@@ -109,6 +114,9 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
         "Propagator new image, channels_last": lambda: new_image(last),
         "Propagator query, channels_last": lambda: last.propagate(arrows, still),
         "Propagator 4 probes, channels_last": lambda: last.propagate_batch(probes),
+        "Propagator new image, channels_last bf16": lambda: new_image(half),
+        "Propagator query, channels_last bf16": lambda: half.propagate(arrows, still),
+        "Propagator 4 probes, channels_last bf16": lambda: half.propagate_batch(probes),
         "bins: channel-axis softmax": lambda: channel_axis_decode(model.bins, logits),
         "bins: decode": lambda: model.bins.decode(logits),
         "bins: channel-axis, channels_last": lambda: channel_axis_decode(model.bins, logits_last),
@@ -122,7 +130,11 @@ def measure(preset: str, size: int, repeats: int) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    result = {name: statistics.median(values) for name, values in times.items()}
+    difference = np.abs(half.propagate(arrows, still) - fast.propagate(arrows, still))
+    result["bf16 |dflow| mean px"] = float(difference.mean())
+    result["bf16 |dflow| max px"] = float(difference.max())
+    return result
 
 
 def main() -> None:
@@ -145,11 +157,13 @@ def main() -> None:
     for preset, row in results.items():
         print(f"\n{preset}")
         for name, seconds in row.items():
-            print(f"  {name:36s} {seconds:7.3f}")
+            print(f"  {name:40s} {seconds:7.3f}")
         print(f"  {'query / new image':32s} {row['Propagator query'] / row['Propagator new image']:7.2f}")
         print(f"  {'network cached / full':32s} {row['network cached'] / row['network full']:7.2f}")
         print(f"  {'query channels_last / default':32s} "
               f"{row['Propagator query, channels_last'] / row['Propagator query']:7.2f}")
+        print(f"  {'query channels_last bf16 / fp32':32s} "
+              f"{row['Propagator query, channels_last bf16'] / row['Propagator query, channels_last']:7.2f}")
         print(f"  {'bins decode / channel-axis':32s} {row['bins: decode'] / row['bins: channel-axis softmax']:7.2f}")
         print(f"  {'  the same, channels_last':32s} "
               f"{row['bins: decode, channels_last'] / row['bins: channel-axis, channels_last']:7.2f}")

@@ -237,7 +237,7 @@ class TrainConfig:
     seed: int = 0
     grad_accum: int = 1
     grad_clip: float = 0.0
-    amp: str = "none"
+    amp: str = "auto"  # bf16 autocast where native (AVX512-BF16/AMX CPUs, CUDA), else float32: precision.py
     channels_last: bool = True  # NHWC: 0.73-0.91x the step time at paper sizes (docs/benchmarks.md)
     sync_bn: bool = False
     loss_resolution: str = "full"
@@ -247,7 +247,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
-        _check_choice("train.amp", self.amp, ("none", "bf16", "fp16"))
+        _check_choice("train.amp", self.amp, ("auto", "none", "bf16", "fp16"))
         _check_choice("train.loss_resolution", self.loss_resolution, ("full", "output"))
         _check_choice("train.loss_impl", self.loss_impl, ("fused", "reference"))
         _check_choice("train.init", self.init, ("original", "kaiming"))

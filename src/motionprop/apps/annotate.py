@@ -139,7 +139,8 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
         return Annotation(*_probe(propagator, positive, negative, velocity, threshold, border_still))
     x0, y0, x1, y1 = box
     crop = Propagator(propagator.model, propagator.working_size, propagator.batch_size,
-                      propagator.use_cached_decoder, channels_last=getattr(propagator, "channels_last", False))
+                      propagator.use_cached_decoder, channels_last=getattr(propagator, "channels_last", False),
+                      precision=getattr(propagator, "precision", "fp32"))
     crop.set_image(propagator.image[y0:y1, x0:x1])
     offset = np.array([x0, y0], np.float64)
     _, crop_score = _probe(crop, positive - offset, negative - offset, velocity, threshold, border_still)

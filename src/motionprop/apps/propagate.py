@@ -32,6 +32,8 @@ from torch.nn import functional as F
 
 from ..config import DataConfig
 from ..errors import InputError
+from ..precision import autocast
+from ..precision import resolve as resolve_precision
 from .guidance_file import Guidance
 
 DEFAULT_BATCH_SIZE = 8
@@ -112,6 +114,10 @@ class Propagator:
     up to float rounding; on a CPU, 0.74-0.83x the time of a query and
     0.68-0.86x that of an annotation click (4 probes), the bins then being
     decoded along their contiguous axis (``benchmarks/bench_propagate.py``).
+    ``precision`` is ``fp32`` (default), ``bf16`` (bfloat16 autocast for the
+    network's convolutions; decoding, fills and flow stay float32) or ``auto``
+    (bf16 where it is native: CPUs with AVX512-BF16/AMX, CUDA): see
+    :mod:`motionprop.precision`.
     Not thread-safe: give each thread its own, or lock.
 
     Example::
@@ -123,8 +129,9 @@ class Propagator:
 
     def __init__(self, model: nn.Module, working_size: int | tuple[int, int] | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, cached_decoder: bool = True, max_aspect: float = MAX_ASPECT,
-                 channels_last: bool = False):
+                 channels_last: bool = False, precision: str = "fp32"):
         self.model = model.eval()
+        self.precision = resolve_precision(precision, self.device)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -206,8 +213,13 @@ class Propagator:
         x = (x - self.mean.to(device)) / self.std.to(device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        self._features = self.model.encode_image(x)
-        self._decoder = self._cached_decoder() if self.use_cached_decoder else None
+        with self._autocast():
+            self._features = self.model.encode_image(x)
+            self._decoder = self._cached_decoder() if self.use_cached_decoder else None
+
+    def _autocast(self) -> Any:
+        """The network's autocast context for :attr:`precision` (a no-op for float32)."""
+        return autocast(self.precision, self.device)
 
     def _cached_decoder(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The model's :meth:`~motionprop.models.cmp.CMP.cached_decode` for the current image, if it has one."""
@@ -318,7 +330,9 @@ class Propagator:
         sparse = sparse.to(self.device)
         if self.channels_last:
             sparse = sparse.contiguous(memory_format=torch.channels_last)
-        raw = self._decoder(sparse) if self._decoder is not None else self.model.decode(self._features, sparse)
+        with self._autocast():
+            raw = self._decoder(sparse) if self._decoder is not None else self.model.decode(self._features, sparse)
+        raw = raw.float()
         working = tuple(sparse.shape[-2:])
         if getattr(self.model, "needs_guidance_for_flow", False):  # residual or blended models
             cost = getattr(self._features, "guidance_cost", None)  # the image's, for a geodesic fill

@@ -13,6 +13,8 @@ import math
 import sys
 from typing import Any, Iterator
 
+PRECISION_DEFAULT = "auto"
+"""The apps' default ``--precision``: bf16 only where it is native (docs/benchmarks.md, "bf16 inference")."""
 POINTS_HELP = "pixel coordinates of the image: x right, y down, (0, 0) the top-left pixel"
 
 
@@ -25,6 +27,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--working-size", type=int, metavar="PX",
                    help="short side the network sees, rounded to its stride (default: the checkpoint's "
                    "data.short_size, the scale its training images had)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=PRECISION_DEFAULT,
+                   help="the network's arithmetic: fp32, bf16 (bfloat16 autocast: about 2x faster where the "
+                   "CPU has AVX512-BF16/AMX, slower elsewhere) or auto (bf16 where native, else fp32; "
+                   f"default: {PRECISION_DEFAULT})")
 
 
 def _add_guidance_options(p: argparse.ArgumentParser) -> None:
@@ -132,7 +138,7 @@ def _load_propagator(args: argparse.Namespace) -> Any:
     from ..checkpoint import load_model
 
     model = load_model(args.checkpoint, args.config, device=args.device)
-    return Propagator(model, working_size=args.working_size, channels_last=True)
+    return Propagator(model, working_size=args.working_size, channels_last=True, precision=args.precision)
 
 
 def _check_model_inputs(args: argparse.Namespace) -> None:

@@ -60,16 +60,20 @@ def run_app(args: argparse.Namespace) -> int:
     from ..web.server import serve
     from ..web.sessions import Sessions
 
-    model = _load_propagator(args).model
+    propagator = _load_propagator(args)
+    model = propagator.model
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 1024 * 1024),
                           max_pixels=int(args.max_megapixels * 1_000_000))
     sessions = Sessions(model, working_size=args.working_size, max_sessions=args.max_sessions,
-                        timeout=args.timeout * 60, limits=limits)
+                        timeout=args.timeout * 60, limits=limits, precision=propagator.precision)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: --host {args.host} serves the app to other machines; it has no login, and every "
               "visitor shares this machine's CPU", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"motionprop app: http://{shown}:{args.port}/  (checkpoint {args.checkpoint}; Ctrl-C stops)")
+    from ..precision import describe
+
+    print(f"motionprop app: http://{shown}:{args.port}/  (checkpoint {args.checkpoint}, "
+          f"{describe(args.precision, propagator.device)}; Ctrl-C stops)")
     serve(sessions, args.host, args.port, info={"checkpoint": str(args.checkpoint),
                                                "description": model.config.description or ""})
     return 0

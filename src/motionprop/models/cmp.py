@@ -133,7 +133,8 @@ class CMP(nn.Module):
             return None
         mean = image.new_tensor(self._pixel_mean).view(1, 3, 1, 1)
         std = image.new_tensor(self._pixel_std).view(1, 3, 1, 1)
-        return edge_cost((image.float() * std + mean) / 255.0, self.geodesic_weight)
+        with torch.autocast(image.device.type, enabled=False):  # a fixed fill: float32 under any precision
+            return edge_cost((image.float() * std + mean) / 255.0, self.geodesic_weight)
 
     def residual_fill(self, sparse: torch.Tensor, cost: torch.Tensor | None = None) -> torch.Tensor:
         """sparse (B,4,H,W) -> the fill (B,2,H,W) that a residual model's output corrects (model.residual_base).
@@ -141,14 +142,15 @@ class CMP(nn.Module):
         A geodesic fill also needs ``cost``, the image's :meth:`guidance_cost`
         (B or 1, 1, H, W), e.g. ``ImageFeatures.guidance_cost``.
         """
-        if self.residual_base == "geodesic":
-            if cost is None or tuple(cost.shape[-2:]) != tuple(sparse.shape[-2:]):
-                got = "none" if cost is None else f"{tuple(cost.shape[-2:])}"
-                raise InputError(f"this model's fill is geodesic: it needs the image's cost "
-                                 f"(model.guidance_cost(image)) at the guidance's size {tuple(sparse.shape[-2:])}, "
-                                 f"got {got}")
-            return geodesic_idw(sparse, cost, self.idw_power, self.geodesic_cells)
-        return guidance_fill(sparse, self.residual_base, self.idw_power)
+        if self.residual_base == "geodesic" and (cost is None or tuple(cost.shape[-2:]) != tuple(sparse.shape[-2:])):
+            got = "none" if cost is None else f"{tuple(cost.shape[-2:])}"
+            raise InputError(f"this model's fill is geodesic: it needs the image's cost "
+                             f"(model.guidance_cost(image)) at the guidance's size {tuple(sparse.shape[-2:])}, "
+                             f"got {got}")
+        with torch.autocast(sparse.device.type, enabled=False):  # a fixed fill: float32 under any precision
+            if self.residual_base == "geodesic":
+                return geodesic_idw(sparse.float(), cost, self.idw_power, self.geodesic_cells)
+            return guidance_fill(sparse.float(), self.residual_base, self.idw_power)
 
     def _check_size(self, tensor: torch.Tensor, name: str, channels: int) -> None:
         if not isinstance(tensor, torch.Tensor):

@@ -13,6 +13,7 @@ rank 0 writes files. The run folder holds::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -28,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from .. import precision
 from ..baselines import end_point_error, idw_fill, nearest_fill
 from ..checkpoint import load_state_strict, read_checkpoint
 from ..config import Config
@@ -88,6 +90,8 @@ def prepare_run_dir(cfg: Config, opts: TrainOptions, info: DistInfo) -> Config:
     if info.is_main:
         try:
             cfg = _claim_run_dir(cfg, opts, run_dir)
+            # the run records the precision it trains in, so a resume elsewhere keeps it
+            cfg = cfg.replace(train=dataclasses.replace(cfg.train, amp=precision.resolve(cfg.train.amp, info.device)))
         except MotionpropError as exc:
             error = str(exc)
     error, cfg = broadcast_object((error, cfg), info)
@@ -107,6 +111,8 @@ def _claim_run_dir(cfg: Config, opts: TrainOptions, run_dir: Path) -> Config:
         if previous.model != cfg.model:
             raise InputError(f"--resume: the model in {saved} differs from the config given; "
                              "resume without --config to use the saved one")
+        if cfg.train.amp == "auto":  # keep the precision the run was started in (on this or another machine)
+            cfg = cfg.replace(train=dataclasses.replace(cfg.train, amp=previous.train.amp))
         return cfg
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"run folder {run_dir} is a file")
@@ -261,10 +267,8 @@ def close_loaders(*loaders: DataLoader | None) -> None:
 
 
 def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
-    if cfg.train.amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    """Autocast as ``train.amp`` says (``auto`` resolved for ``device``): :mod:`motionprop.precision`."""
+    return precision.autocast(cfg.train.amp, device)
 
 
 def compute_loss(loss_fn: nn.Module, output: torch.Tensor, target: torch.Tensor, resolution: str) -> torch.Tensor:
@@ -464,6 +468,7 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
     """Train CMP as ``cfg`` says, in ``opts.run_dir``; resumable, interruptible, distributed under torchrun."""
     info = init_distributed(opts.device)
     _check_sources(cfg, opts.log if info.is_main else lambda *_: None)  # before the run folder is made
+    requested_amp = cfg.train.amp  # for the log: 'auto' says why it chose
     cfg = prepare_run_dir(cfg, opts, info)
     run_dir = Path(opts.run_dir)
     t = cfg.train
@@ -488,8 +493,8 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
         global_batch = cfg.data.batch_size * info.world_size * t.grad_accum
         where = f"resuming from {resumed_from.name}" if resumed_from else "starting"
         opts.log(f"motionprop train: {where} at iteration {start_iter}/{t.total_iter}, {info.world_size} "
-                 f"process(es) on {info.device}, global batch {global_batch}, "
-                 f"{len(train_loader.dataset)} training pairs")
+                 f"process(es) on {info.device} ({precision.describe(requested_amp, info.device)}), global batch "
+                 f"{global_batch}, {len(train_loader.dataset)} training pairs")
 
     def start_run() -> None:
         if info.is_main:

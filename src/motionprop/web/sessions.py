@@ -91,7 +91,7 @@ class Sessions:
 
     def __init__(self, model: Any, *, working_size: int | tuple[int, int] | None = None, max_sessions: int = 8,
                  timeout: float = 3600.0, limits: UploadLimits = UploadLimits(), max_points: int = MAX_POINTS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, precision: str = "fp32"):
         if max_sessions < 1:
             raise InputError(f"max sessions must be at least 1, got {max_sessions}")
         self.model = model.eval()
@@ -101,10 +101,12 @@ class Sessions:
         self.limits = limits
         self.max_points = max_points
         self.clock = clock
+        self.precision = precision
         self.lock = threading.Lock()  # one inference at a time
         self._table = threading.Lock()  # guards _sessions (held briefly, never during inference)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
-        Propagator(model, working_size, channels_last=True)  # checks the working size now, not at the first upload
+        # checks the working size and the precision now, not at the first upload
+        Propagator(model, working_size, channels_last=True, precision=precision)
 
     # ----------------------------------------------------------------- the table
 
@@ -136,7 +138,7 @@ class Sessions:
     def create(self, data: bytes, name: str = "image") -> Session:
         """Decode an upload (checked), encode it once under the lock, and add it as the newest session."""
         rgb = decode_upload(data, self.limits)
-        propagator = Propagator(self.model, self.working_size, channels_last=True)
+        propagator = Propagator(self.model, self.working_size, channels_last=True, precision=self.precision)
         with self.lock:
             propagator.set_image(rgb)
         session = Session(secrets.token_urlsafe(16), propagator, _safe_name(name), self.clock())
