@@ -108,3 +108,31 @@ def test_a_resume_with_auto_keeps_the_precision_the_run_started_in(tiny_data, tm
     train(tiny_config(tiny_data, "train.total_iter=2", "train.amp=auto"),
           TrainOptions(tmp_path / "run", resume=True, **quiet))
     assert motionprop.load_config(tmp_path / "run" / "config.yaml").train.amp == "bf16"
+
+
+def test_propagate_cli_precision_bf16_stays_close_and_auto_is_accepted(tmp_path, capsys):
+    import cv2
+
+    from motionprop.cli import main
+    from motionprop.data.flow_io import read_flow
+
+    model = create_model(apply_overrides(quickstart_config(), ["model.image_encoder=resnet18",
+                                                               "model.img_enc_dim=32", "data.short_size=64"]))
+    ckpt = motionprop.save_model(tmp_path / "ckpt", model.eval())
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    flows = {}
+    for name in ("fp32", "bf16", "auto"):
+        out = tmp_path / f"{name}.flo"
+        code = main(["propagate", "--checkpoint", str(ckpt), "--image", str(image), "--arrow", "20,30,9,-4",
+                     "--still", "70,5", "--out-flow", str(out), "--precision", name])
+        assert code == 0, capsys.readouterr().err
+        flows[name] = read_flow(out)
+    np.testing.assert_allclose(flows["bf16"][30, 20], [9.0, -4.0], atol=1e-3)
+    assert np.abs(flows["bf16"] - flows["fp32"]).max() < 1.0
+    expected = flows["bf16"] if precision.native_bf16("cpu") else flows["fp32"]
+    np.testing.assert_array_equal(flows["auto"], expected)
+    with pytest.raises(SystemExit):
+        main(["propagate", "--checkpoint", str(ckpt), "--image", str(image), "--arrow", "20,30,9,-4",
+              "--out-flow", str(tmp_path / "x.flo"), "--precision", "int8"])
+    assert "--precision" in capsys.readouterr().err

