@@ -136,3 +136,14 @@ def test_propagate_cli_precision_bf16_stays_close_and_auto_is_accepted(tmp_path,
         main(["propagate", "--checkpoint", str(ckpt), "--image", str(image), "--arrow", "20,30,9,-4",
               "--out-flow", str(tmp_path / "x.flo"), "--precision", "int8"])
     assert "--precision" in capsys.readouterr().err
+
+
+def test_auto_on_cuda_ignores_emulated_bf16(monkeypatch):
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return including_emulation  # a pre-Ampere GPU: bf16 only by emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert precision.resolve("auto", "cuda") == "none"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert precision.resolve("auto", "cuda:0") == "bf16"

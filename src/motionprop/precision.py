@@ -29,7 +29,12 @@ def native_bf16(device: torch.device | str) -> bool:
     """True where bf16 convolutions run natively: a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16."""
     device = torch.device(device)
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            return False
+        try:  # torch >= 2.3 counts emulated bf16 (pre-Ampere GPUs, slow) unless told not to
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:
+            return bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
         # private helpers of torch.cpu (present since torch 2.1); absent means "don't know": no
         probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")

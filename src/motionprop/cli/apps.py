@@ -14,7 +14,7 @@ import sys
 from typing import Any, Iterator
 
 PRECISION_DEFAULT = "auto"
-"""The apps' default ``--precision``: bf16 only where it is native (docs/benchmarks.md, "bf16 inference")."""
+"""The apps' default ``--precision``: bf16 only where it is native (docs/benchmarks.md, "The web app")."""
 POINTS_HELP = "pixel coordinates of the image: x right, y down, (0, 0) the top-left pixel"
 
 

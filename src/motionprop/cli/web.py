@@ -41,6 +41,7 @@ def run_app(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..hub import resolve_checkpoint
+    from ..precision import describe
     from .apps import _check_model_inputs, _load_propagator
 
     missing = [m for m in ("starlette", "uvicorn", "PIL") if importlib.util.find_spec(m) is None]
@@ -70,8 +71,6 @@ def run_app(args: argparse.Namespace) -> int:
         print(f"warning: --host {args.host} serves the app to other machines; it has no login, and every "
               "visitor shares this machine's CPU", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    from ..precision import describe
-
     print(f"motionprop app: http://{shown}:{args.port}/  (checkpoint {args.checkpoint}, "
           f"{describe(args.precision, propagator.device)}; Ctrl-C stops)")
     serve(sessions, args.host, args.port, info={"checkpoint": str(args.checkpoint),
