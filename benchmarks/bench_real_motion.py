@@ -153,7 +153,7 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
     models = {c: load_model(c).eval() for c in checkpoints}
     for density in densities:
         results["baselines"][density], results["motion"][density] = baselines(pairs, density, seed, cache)
-        per_model = {c: {"epe": [], "guided": [], "time": 0.0} for c in checkpoints}
+        per_model = {c: {"epe": [], "guided": [], "time": 0.0, "dflow": [], "dflow_max": 0.0} for c in checkpoints}
         for p_index, pair in enumerate(pairs):
             flow = torch.from_numpy(pair["flow"].transpose(2, 0, 1).copy())
             sparse = pair_guidance(pair, density, seed, p_index)
@@ -167,6 +167,12 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
                 with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=amp == "bf16"):
                     pred = model.predict_flow(image[None], sparse[None])[0].float()
                 per_model[name]["time"] += time.perf_counter() - tick
+                if amp == "bf16":  # how far bf16 moves the flow from float32's, same weights and input
+                    with torch.no_grad():
+                        exact = model.predict_flow(image[None], sparse[None])[0].float()
+                    moved = (pred - exact).norm(dim=0)
+                    per_model[name]["dflow"].append(float(moved.mean()))
+                    per_model[name]["dflow_max"] = max(per_model[name]["dflow_max"], float(moved.max()))
                 per_model[name]["epe"].append(epe(pred, flow))
                 per_model[name]["guided"].append(epe(pred, flow, mask))
         for name in checkpoints:
@@ -174,6 +180,9 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
             results["models"][name][density] = {"epe": float(np.mean(r["epe"])),
                                                 "epe_guided": float(np.nanmean(r["guided"])),
                                                 "seconds_per_pair": r["time"] / len(pairs)}
+            if r["dflow"]:
+                results["models"][name][density].update(bf16_dflow_mean=float(np.mean(r["dflow"])),
+                                                        bf16_dflow_max=r["dflow_max"])
     return results
 
 
@@ -201,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=4, help="a pair every STEP frames (default: 4)")
     parser.add_argument("--densities", default="1,20,dense", help="of 1, 20, dense (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="guidance seed (default: 0)")
-    parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast for the network")
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none",
+                        help="autocast for the network; bf16 also reports how far it moves the flow from float32's")
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench_real_motion"),
                         help="folder for the DIS target flows (default: .cache/bench_real_motion)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure and the settings here")
@@ -222,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
           ", ".join(f"{d}: {results['motion'][d]['mean_flow']:.2f} px (guided vectors "
                     f"{results['motion'][d]['mean_guided_vector']:.2f})" for d in densities))
     print(table(results, densities))
+    if args.amp == "bf16":
+        for c, row in results["models"].items():
+            print(f"bf16 against float32, `{Path(c).name}`: |flow difference| mean / largest px: "
+                  + ", ".join(f"{d}: {row[d]['bf16_dflow_mean']:.4f} / {row[d]['bf16_dflow_max']:.3f}"
+                              for d in densities))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
