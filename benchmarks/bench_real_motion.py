@@ -147,7 +147,7 @@ def pair_guidance(pair: dict, density: str, seed: int, index: int) -> torch.Tens
 
 def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: int, amp: str,
         cache: Path | None = None) -> dict:
-    from motionprop import load_model
+    from motionprop import load_model, precision
 
     results: dict = {"baselines": {}, "models": {c: {} for c in checkpoints}, "motion": {}}
     models = {c: load_model(c).eval() for c in checkpoints}
@@ -164,7 +164,7 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
                 std = torch.tensor(cfg.std).view(3, 1, 1)
                 image = (torch.from_numpy(pair["image"].transpose(2, 0, 1).astype(np.float32)) - mean) / std
                 tick = time.perf_counter()
-                with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=amp == "bf16"):
+                with torch.no_grad(), precision.autocast(amp, "cpu"):
                     pred = model.predict_flow(image[None], sparse[None])[0].float()
                 per_model[name]["time"] += time.perf_counter() - tick
                 if amp == "bf16":  # how far bf16 moves the flow from float32's, same weights and input
