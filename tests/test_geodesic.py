@@ -179,3 +179,18 @@ def test_the_fill_input_shows_the_sparse_encoder_the_geodesic_fill():
 def test_the_fill_input_needs_a_residual_model():
     with pytest.raises(ConfigError, match="model.guidance_input: fill"):
         ModelConfig(guidance_input="fill").validate()
+
+
+@pytest.mark.parametrize("guidance_input, costs", [("dense", 0), ("fill", 1)])
+def test_the_forward_pass_computes_the_edge_cost_only_when_its_input_needs_it(monkeypatch, guidance_input, costs):
+    """A training step's forward pass leaves the cost to the caller's target fill unless the input is the fill."""
+    model = _geodesic_model(guidance_input=guidance_input)
+    image, sparse = torch.randn(2, 3, 64, 64), random_sparse(size=(64, 64))
+    calls = []
+    real = model.guidance_cost
+    monkeypatch.setattr(model, "guidance_cost", lambda x: calls.append(1) or real(x))
+    with torch.no_grad():
+        output = model(image, sparse)
+        expected = model.decode(model.encode_image(image), sparse)
+    assert len(calls) == costs + 1  # + the encode_image above, which keeps it by default
+    torch.testing.assert_close(output, expected)

@@ -174,14 +174,18 @@ class CMP(nn.Module):
         if min(h, w) < self.min_input_size:
             raise InputError(f"{name} is {h}x{w}; this network needs at least {self.min_input_size} pixels per side")
 
-    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
-        """image (B,3,H,W) float, ImageNet-normalized -> :class:`ImageFeatures` (encode once, decode many times)."""
+    def encode_image(self, image: torch.Tensor, with_cost: bool = True) -> ImageFeatures:
+        """image (B,3,H,W) float, ImageNet-normalized -> :class:`ImageFeatures` (encode once, decode many times).
+
+        ``with_cost=False`` leaves out the edge cost of a geodesic fill (for a caller that has it).
+        """
         self._check_size(image, "image", 3)
         if self.uses_skips:
             features, skips = self.image_encoder(image, return_skips=True)
         else:
             features, skips = self.image_encoder(image), ()
-        return ImageFeatures(features, tuple(skips), (image.shape[-2], image.shape[-1]), self.guidance_cost(image))
+        cost = self.guidance_cost(image) if with_cost else None
+        return ImageFeatures(features, tuple(skips), (image.shape[-2], image.shape[-1]), cost)
 
     def decode(self, image_features: ImageFeatures, sparse: torch.Tensor) -> torch.Tensor:
         """Propagate guidance: sparse (B,4,H,W) = flow x, flow y, mask, mask -> raw output (B, out, H/s, W/s).
@@ -251,8 +255,12 @@ class CMP(nn.Module):
         return run
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        """image (B,3,H,W) normalized; sparse (B,4,H,W) -> raw output (B, 2*nbins or 2, H/s, W/s)."""
-        return self.decode(self.encode_image(image), sparse)
+        """image (B,3,H,W) normalized; sparse (B,4,H,W) -> raw output (B, 2*nbins or 2, H/s, W/s).
+
+        The image's edge cost is computed only when the guidance input needs it
+        (``guidance_input: fill``); the flow's fill takes it from the caller.
+        """
+        return self.decode(self.encode_image(image, with_cost=self.guidance_input == "fill"), sparse)
 
     def output_to_flow(self, output: torch.Tensor, size: tuple[int, int],
                        sparse: torch.Tensor | None = None, fill: torch.Tensor | None = None,
