@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
     propagator = Propagator(load_model(args.checkpoint), working_size=args.working_size, precision=args.precision)
     scores: dict[str, list[float]] = {"cmp": [], "disc": [], "flood": []}
+    areas: dict[str, list[float]] = {name: [] for name in scores}  # mask area / object area
     current = None
     for frame, labels, index in found:
         truth = labels == index
@@ -161,16 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             image = load_image(frame)
             propagator.set_image(image)
             current = frame
-        scores["cmp"].append(iou(annotate(propagator, [click], negative, velocity=args.velocity,
-                                             threshold=args.threshold).mask, truth))
-        scores["disc"].append(iou(disc_mask(truth.shape, click, mean_area), truth))
-        scores["flood"].append(iou(flood_mask(image, click, args.flood_tol), truth))
+        masks = {"cmp": annotate(propagator, [click], negative, velocity=args.velocity,
+                                 threshold=args.threshold).mask,
+                 "disc": disc_mask(truth.shape, click, mean_area),
+                 "flood": flood_mask(image, click, args.flood_tol)}
+        for name, mask in masks.items():
+            scores[name].append(iou(mask, truth))
+            areas[name].append(float(mask.sum() / truth.sum()))
     clicks = "1 positive + 1 negative click" if args.negative else "1 positive click"
     print(f"{len(found)} objects (>= {args.min_area} px, mean {mean_area:.0f} px) in {source}, {clicks}")
     for name, values in scores.items():
         values = np.array(values)
         print(f"  {name:6s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "
-              f"IoU > 0.5: {100 * (values > 0.5).mean():.0f} %")
+              f"IoU > 0.5: {100 * (values > 0.5).mean():.0f} %   "
+              f"median mask area / object area {np.median(areas[name]):.2f}")
     return 0
 
 
