@@ -10,6 +10,12 @@ with d the distance to the nearest guidance point, and ``geodesic W``: IDW-4 of 
 ``1 + W x`` the colour gradient (``motionprop.models.geodesic``, the fill of ``model.residual_base:
 geodesic``; ``--geodesic`` lists the weights, default 40 as in the quickstart). Prints mean end-point
 errors per density.
+
+``--oracle W[,W...]`` adds a headroom measurement, not a method: ``oracle W`` is the geodesic IDW-4
+fill whose cost is ``1 + W x`` the gradient of the Gaussian-smoothed TRUE flow (its motion
+boundaries, in px of flow per px), i.e. what a fill could reach if the image's edges were exactly the
+motion's; ``oracle W/8`` the same boundaries averaged over 8x8 cells and upsampled (what a stride-8
+network could predict at best).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--radii", default="20,40,160", help="blend radii R in px (default: 20,40,160)")
     parser.add_argument("--geodesic", default="40", metavar="W[,W...]",
                         help="edge weights of the geodesic IDW-4 fills, '' for none (default: 40)")
+    parser.add_argument("--oracle", default="", metavar="W[,W...]",
+                        help="also the geodesic fills on the true flow's motion boundaries (headroom), these weights")
     parser.add_argument("--cache", type=Path, default=None, help="flow cache (default: ROOT/.bench_cache)")
     args = parser.parse_args(argv)
     densities = args.densities.split(",")
@@ -66,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         weights = [float(w) for w in args.geodesic.split(",") if w.strip()]
     except ValueError:
         sys.exit(f"bench_fills: --geodesic must be comma-separated numbers, got {args.geodesic!r}")
+    try:
+        oracles = [float(w) for w in args.oracle.split(",") if w.strip()]
+    except ValueError:
+        sys.exit(f"bench_fills: --oracle must be comma-separated numbers, got {args.oracle!r}")
     cache = args.cache or args.davis / ".bench_cache"
     pairs = real.make_pairs(real.clip_folders(args.davis, None), 192, 2, 4, cache)
     print(f"{len(pairs)} pairs from {args.davis}")
@@ -85,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             for weight in weights:
                 cost = edge_cost(torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255, weight)
                 fills[f"geodesic {weight:g}"] = geodesic_idw(sparse[None], cost, power=4.0)[0]
+            if oracles:
+                boundaries = edge_cost(flow[None], 1.0) - 1
+                coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(boundaries, 8),
+                                                         size=boundaries.shape[-2:], mode="bilinear",
+                                                         align_corners=False)
+                for weight in oracles:
+                    fills[f"oracle {weight:g}"] = geodesic_idw(sparse[None], 1 + weight * boundaries, power=4.0)[0]
+                    fills[f"oracle {weight:g}/8"] = geodesic_idw(sparse[None], 1 + weight * coarse, power=4.0)[0]
             for name, fill in fills.items():
                 errors.setdefault(name, []).append(real.epe(fill, flow))
         print(f"{density}: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in errors.items()), flush=True)

@@ -392,6 +392,17 @@ def test_transfer_command_errors_exit_2(davis2017, tmp_path, capsys):
     assert "at least 2 clips" in capsys.readouterr().err
 
 
+def test_probe_iterations_reach_the_fit_and_the_recorded_settings(davis2017, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["transfer", "--davis", str(davis2017), "--out", str(out), "--clips", "alpha,beta", "--task",
+                 "probe", "--size", "32", "--pictures", "0", "--no-random-baseline", "--no-progress",
+                 "--probe-iterations", "7", "random:resnet18:0"]) == 0
+    assert json.loads((out / "results.json").read_text())["settings"]["probe"]["iterations"] == 7
+    assert main(["transfer", "--davis", str(davis2017), "--out", str(out), "--probe-iterations", "0",
+                 "random:resnet18:0"]) == 2
+    assert "--probe-iterations must be positive" in capsys.readouterr().err
+
+
 def _checkpoint(tmp_path: Path) -> Path:
     import motionprop
     from motionprop.checkpoint import save_model

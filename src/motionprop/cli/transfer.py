@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"softmax temperature of cosine affinities (default: {prop.temperature})")
     p.add_argument("--probe-samples", type=int, default=probe.samples_per_clip,
                    help=f"training cells sampled per clip for the probe (default: {probe.samples_per_clip})")
+    p.add_argument("--probe-iterations", type=int, default=probe.iterations,
+                   help=f"L-BFGS iterations of the probe's fit (default: {probe.iterations}; more checks that "
+                        f"the fit has converged)")
     p.add_argument("--random-seeds", default=",".join(map(str, DEFAULT_RANDOM_SEEDS)),
                    help="seeds of the random-init baseline added for each architecture (default: 0,1,2)")
     p.add_argument("--no-random-baseline", action="store_true",
@@ -76,14 +79,14 @@ def run_transfer_command(args: argparse.Namespace) -> int:
         seeds = tuple(int(s) for s in args.random_seeds.split(","))
     except ValueError:
         raise InputError(f"--random-seeds {args.random_seeds!r}: give integers separated by commas") from None
-    if args.batch_size < 1 or args.probe_samples < 1 or args.pictures < 0:
-        raise InputError("--batch-size and --probe-samples must be positive, --pictures >= 0")
+    if args.batch_size < 1 or args.probe_samples < 1 or args.probe_iterations < 1 or args.pictures < 0:
+        raise InputError("--batch-size, --probe-samples and --probe-iterations must be positive; --pictures must be >= 0")
     settings = TransferSettings(
         tasks=TASKS if args.task == "all" else (args.task,),
         short_side=args.size,
         propagation=PropagationConfig(context_frames=args.context_frames, topk=args.topk, radius=args.radius,
                                       temperature=args.temperature),
-        probe=ProbeConfig(samples_per_clip=args.probe_samples),
+        probe=ProbeConfig(samples_per_clip=args.probe_samples, iterations=args.probe_iterations),
         random_baseline=not args.no_random_baseline,
         random_seeds=seeds,
         pictures_per_clip=args.pictures,
