@@ -56,9 +56,9 @@ def boundary_net(backbone: str) -> nn.Module:
 
 def soft_boundaries(flow: torch.Tensor) -> torch.Tensor:
     """flow (B,2,H,W) -> (B,1,H,W) in [0, 1]: its smoothed gradient magnitude / BOUNDARY_SCALE, capped at 1."""
-    from motionprop.models.geodesic import edge_cost
+    from bench_fills import motion_boundaries
 
-    return ((edge_cost(flow, 1.0) - 1) / BOUNDARY_SCALE).clamp(max=1.0)
+    return (motion_boundaries(flow) / BOUNDARY_SCALE).clamp(max=1.0)
 
 
 def train(args: argparse.Namespace) -> int:

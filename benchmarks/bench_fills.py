@@ -40,6 +40,13 @@ def lab_gradient(image: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     return np.sqrt(sum(sobel(lab[..., c]) ** 2 for c in range(3)))
 
 
+def motion_boundaries(flow: torch.Tensor) -> torch.Tensor:
+    """flow (B,2,H,W) -> (B,1,H,W): the gradient magnitude of the Gaussian-smoothed flow (px of flow per px)."""
+    from motionprop.models.geodesic import edge_cost
+
+    return edge_cost(flow, 1.0) - 1
+
+
 def watershed_fill(gradient: np.ndarray, sparse: torch.Tensor) -> torch.Tensor:
     """(2, H, W): each pixel takes the vector of the guidance point whose watershed basin it is in."""
     from skimage.segmentation import watershed
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 cost = edge_cost(torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255, weight)
                 fills[f"geodesic {weight:g}"] = geodesic_idw(sparse[None], cost, power=4.0)[0]
             if oracles:
-                boundaries = edge_cost(flow[None], 1.0) - 1
+                boundaries = motion_boundaries(flow[None])
                 coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(boundaries, 8),
                                                          size=boundaries.shape[-2:], mode="bilinear",
                                                          align_corners=False)

@@ -34,10 +34,11 @@ import numpy as np
 
 
 def standardize(x: "torch.Tensor") -> "torch.Tensor":
-    """Per-channel zero mean and unit variance, as the probe does (a floor relative to the mean std)."""
-    x = x.double()
-    std = x.std(0)
-    return (x - x.mean(0)) / (std + 1e-6 * std.mean() + 1e-30)
+    """Per-channel zero mean and unit variance in float64, with the probe's statistics."""
+    from motionprop.evaluation.probe import channel_stats
+
+    mean, std = channel_stats(x.double())
+    return (x.double() - mean) / std
 
 
 def effective_rank(x: "torch.Tensor") -> tuple[float, int]:

@@ -77,13 +77,17 @@ class LinearProbe:
         return F.conv2d(x, self.weight[:, :, None, None], self.bias)
 
 
+def channel_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) cells -> per-channel mean and std, the std floored relative to its mean (constant channels stay finite)."""
+    std = features.std(dim=0)
+    return features.mean(dim=0), std + 1e-6 * std.mean() + 1e-30
+
+
 def train_probe(features: torch.Tensor, targets: torch.Tensor, config: ProbeConfig = ProbeConfig()) -> LinearProbe:
     """Fit the probe to cells features (N, C) with targets (N,) in {0, 1}: class-balanced CE + L2, L-BFGS."""
     if targets.numel() == 0:
         raise ValueError("no labelled cells to train the probe on")
-    mean = features.mean(dim=0)
-    std = features.std(dim=0)
-    std = std + 1e-6 * std.mean() + 1e-30
+    mean, std = channel_stats(features)
     x = (features - mean) / std
     counts = torch.bincount(targets, minlength=2).float()
     class_weight = torch.where(counts > 0, counts.sum() / (2 * counts.clamp_min(1)), torch.zeros(2))
