@@ -117,9 +117,8 @@ def score(args: argparse.Namespace) -> int:
     print(f"{len(pairs)} pairs from {args.davis}")
     for density in args.densities.split(","):
         errors: dict[str, list[float]] = {}
-        for index, pair in enumerate(pairs):
-            flow = torch.from_numpy(pair["flow"].transpose(2, 0, 1).copy())
-            sparse = real.pair_guidance(pair, density, 0, index)[None]
+        for pair, flow, sparse in real.pair_tensors(pairs, density, 0):
+            sparse = sparse[None]
             image = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float()
             colour = edge_cost(image / 255, 40.0)
             errors.setdefault("colour 40", []).append(real.epe(geodesic_idw(sparse, colour, power=4.0)[0], flow))

@@ -11,6 +11,9 @@ with d the distance to the nearest guidance point, and ``geodesic W``: IDW-4 of 
 geodesic``; ``--geodesic`` lists the weights, default 40 as in the quickstart). Prints mean end-point
 errors per density.
 
+``--colour S[,S...]`` adds geodesic fills (the first ``--geodesic`` weight) whose point weights are multiplied by a
+Gaussian of the Lab colour difference between the pixel and the point (sigma S).
+
 ``--oracle W[,W...]`` adds a headroom measurement, not a method: ``oracle W`` is the geodesic IDW-4
 fill whose cost is ``1 + W x`` the gradient of the Gaussian-smoothed TRUE flow (its motion
 boundaries, in px of flow per px), i.e. what a fill could reach if the image's edges were exactly the
@@ -38,6 +41,12 @@ def lab_gradient(image: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
     lab = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32), (0, 0), sigma)
     return np.sqrt(sum(sobel(lab[..., c]) ** 2 for c in range(3)))
+
+
+def smoothed_lab(image: np.ndarray, sigma: float = 2.0) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> (1, 3, H, W): its Lab colours (L in 0-100) after a Gaussian of ``sigma``."""
+    lab = cv2.cvtColor(cv2.GaussianBlur(image.astype(np.float32) / 255, (0, 0), sigma), cv2.COLOR_RGB2LAB)
+    return torch.from_numpy(lab).permute(2, 0, 1)[None].contiguous()
 
 
 def motion_boundaries(flow: torch.Tensor) -> torch.Tensor:
@@ -69,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--radii", default="20,40,160", help="blend radii R in px (default: 20,40,160)")
     parser.add_argument("--geodesic", default="40", metavar="W[,W...]",
                         help="edge weights of the geodesic IDW-4 fills, '' for none (default: 40)")
+    parser.add_argument("--colour", default="", metavar="S[,S...]",
+                        help="also geodesic fills (first --geodesic weight) whose weights are multiplied by a Gaussian "
+                             "of the Lab colour difference to the point, these sigmas (Lab units)")
     parser.add_argument("--oracle", default="", metavar="W[,W...]",
                         help="also the geodesic fills on the true flow's motion boundaries (headroom), these weights")
     parser.add_argument("--cache", type=Path, default=None, help="flow cache (default: ROOT/.bench_cache)")
@@ -85,14 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         oracles = [float(w) for w in args.oracle.split(",") if w.strip()]
     except ValueError:
         sys.exit(f"bench_fills: --oracle must be comma-separated numbers, got {args.oracle!r}")
+    try:
+        sigmas = [float(w) for w in args.colour.split(",") if w.strip()]
+    except ValueError:
+        sys.exit(f"bench_fills: --colour must be comma-separated numbers, got {args.colour!r}")
+    if sigmas and not weights:
+        sys.exit("bench_fills: --colour needs a --geodesic weight")
     cache = args.cache or args.davis / ".bench_cache"
     pairs = real.make_pairs(real.clip_folders(args.davis, None), 192, 2, 4, cache)
     print(f"{len(pairs)} pairs from {args.davis}")
     for density in densities:
         errors: dict[str, list[float]] = {}
-        for index, pair in enumerate(pairs):
-            flow = torch.from_numpy(pair["flow"].transpose(2, 0, 1).copy())
-            sparse = real.pair_guidance(pair, density, 0, index)
+        for pair, flow, sparse in real.pair_tensors(pairs, density, 0):
             gradient = lab_gradient(pair["image"])
             idw = idw_fill(sparse[None], power=4.0)[0]
             shed = watershed_fill(gradient, sparse)
@@ -101,9 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             for radius in radii:
                 w = (distance / radius).clamp(max=1.0)
                 fills[f"blend {radius:g}"] = w * shed + (1 - w) * idw
+            rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
             for weight in weights:
-                cost = edge_cost(torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255, weight)
-                fills[f"geodesic {weight:g}"] = geodesic_idw(sparse[None], cost, power=4.0)[0]
+                fills[f"geodesic {weight:g}"] = geodesic_idw(sparse[None], edge_cost(rgb, weight), power=4.0)[0]
+            if sigmas:
+                lab = smoothed_lab(pair["image"])
+                for sigma in sigmas:
+                    fills[f"geodesic {weights[0]:g} colour {sigma:g}"] = geodesic_idw(
+                        sparse[None], edge_cost(rgb, weights[0]), power=4.0, colour=lab, colour_sigma=sigma)[0]
             if oracles:
                 boundaries = motion_boundaries(flow[None])
                 coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(boundaries, 8),

@@ -29,7 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -121,9 +121,7 @@ def baselines(pairs: list[dict], density: str, seed: int, cache: Path | None) ->
             return saved["baselines"], saved["motion"]
     sums: dict[str, list[float]] = {"nearest": [], "idw": [], "zero": []}
     magnitudes, guided_magnitudes, counts = [], [], []
-    for p_index, pair in enumerate(pairs):
-        flow = torch.from_numpy(pair["flow"].transpose(2, 0, 1).copy())
-        sparse = pair_guidance(pair, density, seed, p_index)
+    for _, flow, sparse in pair_tensors(pairs, density, seed):
         mask = sparse[2] > 0
         sums["nearest"].append(epe(nearest_fill(sparse[None])[0], flow))
         sums["idw"].append(epe(idw_fill(sparse[None])[0], flow))
@@ -145,6 +143,17 @@ def pair_guidance(pair: dict, density: str, seed: int, index: int) -> torch.Tens
     return torch.from_numpy(guidance(pair["flow"], density, seed * 1_000_003 + index * 7 + d_index))
 
 
+def pair_tensors(pairs: list[dict], density: str, seed: int) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Each pair with its target flow (2, H, W) and its seeded guidance at ``density`` (4, H, W).
+
+    The one place the benchmarks (this one, ``bench_fills.py``, ``bench_boundaries.py``) turn a
+    pair into tensors, so they all score the same guidance.
+    """
+    for index, pair in enumerate(pairs):
+        flow = torch.from_numpy(pair["flow"].transpose(2, 0, 1).copy())
+        yield pair, flow, pair_guidance(pair, density, seed, index)
+
+
 def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: int, amp: str,
         cache: Path | None = None) -> dict:
     from motionprop import load_model, precision
@@ -154,9 +163,7 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
     for density in densities:
         results["baselines"][density], results["motion"][density] = baselines(pairs, density, seed, cache)
         per_model = {c: {"epe": [], "guided": [], "time": 0.0, "dflow": [], "dflow_max": 0.0} for c in checkpoints}
-        for p_index, pair in enumerate(pairs):
-            flow = torch.from_numpy(pair["flow"].transpose(2, 0, 1).copy())
-            sparse = pair_guidance(pair, density, seed, p_index)
+        for pair, flow, sparse in pair_tensors(pairs, density, seed):
             mask = sparse[2] > 0
             for name, model in models.items():
                 cfg = model.config.data

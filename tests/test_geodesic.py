@@ -104,6 +104,25 @@ def test_many_points_are_weighted_in_blocks_as_in_one():
     torch.testing.assert_close(blocked, whole, atol=1e-4, rtol=1e-4)
 
 
+def test_the_colour_term_pulls_pixels_to_the_point_of_their_colour():
+    """A red square on grey, apart from both points: its pixels follow the point on red, wherever they are."""
+    image = torch.full((1, 3, 48, 64), 0.5)
+    image[0, :, 4:14, 4:14] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # the far square
+    image[0, :, 30:40, 30:40] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # the square the red point is on
+    sparse = torch.zeros(1, 4, 48, 64)
+    sparse[0, :, 35, 35] = torch.tensor([6.0, 0.0, 1.0, 1.0])  # on red
+    sparse[0, :, 12, 24] = torch.tensor([0.0, 0.0, 1.0, 1.0])  # a still point on grey, nearer the far square
+    cost = edge_cost(image, weight=0.0)
+    plain = geodesic_idw(sparse, cost, power=4.0, cells=16)
+    off = geodesic_idw(sparse, cost, power=4.0, cells=16, colour=image, colour_sigma=0.0)
+    coloured = geodesic_idw(sparse, cost, power=4.0, cells=16, colour=image, colour_sigma=0.2)
+    assert torch.equal(off, plain)
+    assert plain[0, 0, 8, 8] < 1.0 and coloured[0, 0, 8, 8] > 5.5
+    assert coloured[0, 0, 8, 40] < 0.1  # grey far from both: the still point's
+    assert torch.isfinite(coloured).all()
+    assert (coloured[0, :, 35, 35] == torch.tensor([6.0, 0.0])).all()
+
+
 GEODESIC = dict(guidance_input="dense", prediction="residual", residual_base="geodesic", idw_power=4.0,
                 flow_loss="smooth_l1", geodesic_weight=40.0, geodesic_cells=32)
 

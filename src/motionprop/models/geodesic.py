@@ -126,10 +126,15 @@ def _octile(dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: int = 64,
-                 rounds: int = 1) -> torch.Tensor:
+                 rounds: int = 1, colour: torch.Tensor | None = None, colour_sigma: float = 0.0) -> torch.Tensor:
     """sparse (B,4,H,W), cost (B or 1,1,H,W) -> (B,2,H,W): IDW of the guidance with geodesic distances.
 
-    Guided pixels keep their vectors exactly; an image without guidance gets zeros.
+    With ``colour`` (B,C,H,W) and ``colour_sigma`` > 0, a point's weight at a
+    pixel is also multiplied by ``exp(-|colour(pixel) - colour(point)|^2 / (2
+    sigma^2))``: pixels of the point's colour listen to it more (a joint
+    bilateral term; the colour at a point is that of ``colour`` there, so
+    smooth it first). Guided pixels keep their vectors exactly; an image without
+    guidance gets zeros.
     """
     batch, _, height, width = sparse.shape
     device = sparse.device
@@ -167,6 +172,10 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
             euclid = ((rows[None, :, None] - py.float()[:, None, None]).square()
                       + (cols[None, None, :] - px.float()[:, None, None]).square()).sqrt()
             weights = _inverse_power((euclid + excess).clamp_min(1e-3), power)  # (k, H, W)
+            if colour is not None and colour_sigma > 0:
+                pixel = colour[b].float()
+                difference = (pixel[:, None] - pixel[:, py, px][:, :, None, None]).square().sum(dim=0)
+                weights *= torch.exp(difference / (-2 * colour_sigma ** 2)).clamp_min(1e-6)  # never 0 / 0
             total += torch.einsum("khw,ck->chw", weights, vectors[:, first:first + py.numel()])
             norm += weights.sum(dim=0)
         out[b] = total / norm
