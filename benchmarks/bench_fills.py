@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -67,10 +68,38 @@ def watershed_fill(gradient: np.ndarray, sparse: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(sparse[:2].numpy()[:, ys, xs][:, basins - 1])
 
 
-def main(argv: list[str] | None = None) -> int:
+def image_fills(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float], weights: Sequence[float],
+                sigmas: Sequence[float] = ()) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The non-learned fills (2, H, W) of ``sparse`` on RGB uint8 ``image``, by name, and the distance map (1, H, W).
+
+    Names: ``IDW-4``, ``watershed``, ``blend R`` per radius, ``geodesic W`` per weight and, with
+    ``sigmas``, ``geodesic W colour S`` for the first weight (each edge cost computed once).
+    """
     from motionprop.baselines import idw_fill
     from motionprop.models.geodesic import edge_cost, geodesic_idw
     from motionprop.models.guidance_encoding import nearest_guidance
+
+    idw = idw_fill(sparse[None], power=4.0)[0]
+    shed = watershed_fill(lab_gradient(image), sparse)
+    distance = nearest_guidance(sparse[None])[1][0]
+    fills = {"IDW-4": idw, "watershed": shed}
+    for radius in radii:
+        w = (distance / radius).clamp(max=1.0)
+        fills[f"blend {radius:g}"] = w * shed + (1 - w) * idw
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    costs = {weight: edge_cost(rgb, weight) for weight in weights}
+    for weight, cost in costs.items():
+        fills[f"geodesic {weight:g}"] = geodesic_idw(sparse[None], cost, power=4.0)[0]
+    if sigmas:
+        lab = smoothed_lab(image)
+        for sigma in sigmas:
+            fills[f"geodesic {weights[0]:g} colour {sigma:g}"] = geodesic_idw(
+                sparse[None], costs[weights[0]], power=4.0, colour=lab, colour_sigma=sigma)[0]
+    return fills, distance
+
+
+def main(argv: list[str] | None = None) -> int:
+    from motionprop.models.geodesic import geodesic_idw
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS-layout root")
@@ -109,22 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for density in densities:
         errors: dict[str, list[float]] = {}
         for pair, flow, sparse in real.pair_tensors(pairs, density, 0):
-            gradient = lab_gradient(pair["image"])
-            idw = idw_fill(sparse[None], power=4.0)[0]
-            shed = watershed_fill(gradient, sparse)
-            distance = nearest_guidance(sparse[None])[1][0]
-            fills = {"IDW-4": idw, "watershed": shed}
-            for radius in radii:
-                w = (distance / radius).clamp(max=1.0)
-                fills[f"blend {radius:g}"] = w * shed + (1 - w) * idw
-            rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
-            for weight in weights:
-                fills[f"geodesic {weight:g}"] = geodesic_idw(sparse[None], edge_cost(rgb, weight), power=4.0)[0]
-            if sigmas:
-                lab = smoothed_lab(pair["image"])
-                for sigma in sigmas:
-                    fills[f"geodesic {weights[0]:g} colour {sigma:g}"] = geodesic_idw(
-                        sparse[None], edge_cost(rgb, weights[0]), power=4.0, colour=lab, colour_sigma=sigma)[0]
+            fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas)
             if oracles:
                 boundaries = motion_boundaries(flow[None])
                 coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(boundaries, 8),

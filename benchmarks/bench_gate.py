@@ -47,18 +47,8 @@ CONFIGS = ROOT / "src" / "motionprop" / "configs"
 
 def candidate_fills(image: np.ndarray, sparse: torch.Tensor) -> torch.Tensor:
     """RGB uint8 (H,W,3), guidance (4,H,W) -> (2 x 5 + 2, H, W): the five fills, distance / 64 (capped), mask."""
-    from motionprop.baselines import idw_fill
-    from motionprop.models.geodesic import edge_cost, geodesic_idw
-    from motionprop.models.guidance_encoding import nearest_guidance
-
-    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    idw = idw_fill(sparse[None], power=4.0)[0]
-    shed = fills.watershed_fill(fills.lab_gradient(image), sparse)
-    distance = nearest_guidance(sparse[None])[1][0]
-    near = (distance / 40).clamp(max=1.0)
-    candidates = [idw, geodesic_idw(sparse[None], edge_cost(rgb, 40.0), 4.0)[0],
-                  geodesic_idw(sparse[None], edge_cost(rgb, 160.0), 4.0)[0], shed, near * shed + (1 - near) * idw]
-    return torch.cat(candidates + [(distance / 64).clamp(max=1.0), sparse[2:3]])
+    found, distance = fills.image_fills(image, sparse, radii=(40.0,), weights=(40.0, 160.0))
+    return torch.cat([found[name] for name in FILLS] + [(distance / 64).clamp(max=1.0), sparse[2:3]])
 
 
 class Gate(nn.Module):
@@ -99,13 +89,24 @@ def layer3_encoder(checkpoint: str) -> nn.Module:
     return at_layer(load_encoders(parse_encoder(checkpoint))[0], "previous").features.eval()
 
 
-def cache(args: argparse.Namespace) -> int:
+def data_config():
+    """The long recipe's data config: its crops, augmentation and image normalization."""
     from motionprop.config import load_config
+
+    return load_config(CONFIGS / "long.yaml").data
+
+
+def normalization(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (3, 1, 1) mean and std that normalize a 0-255 image for the network, as the data pipeline does."""
+    return torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
+
+
+def cache(args: argparse.Namespace) -> int:
     from motionprop.data.dataset import ImageFlowDataset
 
-    cfg = load_config(CONFIGS / "long.yaml").data
+    cfg = data_config()
     data = ImageFlowDataset([str(p) for p in args.lists], cfg, train=True, seed=args.seed, load_image2=False)
-    mean, std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
+    mean, std = normalization(cfg)
     rng = np.random.default_rng(args.seed)
     stored: dict[str, list[torch.Tensor]] = {"image": [], "extra": [], "flow": [], "valid": []}
     start = time.monotonic()
@@ -164,10 +165,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace) -> int:
-    from motionprop.config import load_config
-
-    cfg = load_config(CONFIGS / "long.yaml").data
-    mean, std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
+    mean, std = normalization(data_config())
     gates = {}
     for path in args.gates:
         saved = torch.load(path)

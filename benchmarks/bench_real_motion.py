@@ -146,7 +146,7 @@ def pair_guidance(pair: dict, density: str, seed: int, index: int) -> torch.Tens
 def pair_tensors(pairs: list[dict], density: str, seed: int) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
     """Each pair with its target flow (2, H, W) and its seeded guidance at ``density`` (4, H, W).
 
-    The one place the benchmarks (this one, ``bench_fills.py``, ``bench_boundaries.py``) turn a
+    The one place the benchmarks (this one, ``bench_fills.py``, ``bench_boundaries.py``, ``bench_gate.py``) turn a
     pair into tensors, so they all score the same guidance.
     """
     for index, pair in enumerate(pairs):
