@@ -13,7 +13,12 @@ Methods:
 * ``disc``: a disc at the click with the area of the set's mean object (knows
   the size on average, nothing about the object);
 * ``flood``: OpenCV flood fill from the click, colour tolerance ``--flood-tol``
-  per channel (knows the colours, nothing about motion).
+  per channel (knows the colours, nothing about motion);
+* ``cmp+grabcut``: ``annotate(..., refine="grabcut")``, the ``cmp`` mask snapped to the image's
+  colours (:mod:`motionprop.apps.refine`);
+* ``disc+grabcut``: the same GrabCut from the disc (probably foreground), the click (surely
+  foreground) and everything outside twice the disc's radius and the negative click (surely
+  background): what the refinement does without the network.
 
     python benchmarks/bench_annotate.py quickstart/run/checkpoints/iter_0001300 --data quickstart/data
 
@@ -132,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from motionprop import load_model
     from motionprop.apps.annotate import annotate
     from motionprop.apps.propagate import Propagator, load_image
+    from motionprop.apps.refine import click_discs, grabcut, refine_mask
 
     torch.set_num_threads(args.threads)
     if args.davis is not None:
@@ -151,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no object of at least {args.min_area} px in {args.data}")
     mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
     propagator = Propagator(load_model(args.checkpoint), working_size=args.working_size, precision=args.precision)
-    scores: dict[str, list[float]] = {"cmp": [], "disc": [], "flood": []}
+    scores: dict[str, list[float]] = {name: [] for name in ("cmp", "cmp+grabcut", "disc", "disc+grabcut", "flood")}
     areas: dict[str, list[float]] = {name: [] for name in scores}  # mask area / object area
     current = None
     for frame, labels, index in found:
@@ -162,9 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             image = load_image(frame)
             propagator.set_image(image)
             current = frame
-        masks = {"cmp": annotate(propagator, [click], negative, velocity=args.velocity,
-                                 threshold=args.threshold).mask,
-                 "disc": disc_mask(truth.shape, click, mean_area),
+        result = annotate(propagator, [click], negative, velocity=args.velocity, threshold=args.threshold)
+        disc = disc_mask(truth.shape, click, mean_area)
+        outside = ~disc_mask(truth.shape, click, 4 * mean_area) | click_discs(truth.shape, negative)
+        masks = {"cmp": result.mask,
+                 "cmp+grabcut": refine_mask(image, result.score, result.mask, np.array([click]),
+                                            np.array(negative).reshape(-1, 2)),
+                 "disc": disc,
+                 "disc+grabcut": grabcut(image, disc, click_discs(truth.shape, [click]), outside),
                  "flood": flood_mask(image, click, args.flood_tol)}
         for name, mask in masks.items():
             scores[name].append(iou(mask, truth))
@@ -173,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(found)} objects (>= {args.min_area} px, mean {mean_area:.0f} px) in {source}, {clicks}")
     for name, values in scores.items():
         values = np.array(values)
-        print(f"  {name:6s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "
+        print(f"  {name:12s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "
               f"IoU > 0.5: {100 * (values > 0.5).mean():.0f} %   "
               f"median mask area / object area {np.median(areas[name]):.2f}")
     return 0

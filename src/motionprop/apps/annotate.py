@@ -103,7 +103,7 @@ def zoom_box(positive: np.ndarray, negative: np.ndarray, width: int, height: int
 
 def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: float = DEFAULT_VELOCITY,
              threshold: float = DEFAULT_THRESHOLD, zoom: float | None = None,
-             border_still: bool | None = None) -> Annotation:
+             border_still: bool | None = None, refine: str = "none") -> Annotation:
     """Mask of the object under the ``positive`` clicks (x, y) of the propagator's current image.
 
     ``negative`` clicks mark pixels outside the object (still points).
@@ -113,9 +113,10 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     sees (the background rarely moves with the object); None: only for
     networks whose flow starts from an interpolation of the guidance
     (``model.prediction: residual``), which moves the whole image with a
-    lone click.
+    lone click. ``refine="grabcut"`` snaps the mask to the image's colours
+    (:mod:`motionprop.apps.refine`; not the paper's method); the score stays the motion score.
     """
-    from .propagate import Propagator
+    from .refine import REFINE_METHODS
 
     positive, negative = _points(positive, "positive"), _points(negative, "negative")
     if len(positive) == 0:
@@ -126,6 +127,8 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
         raise InputError(f"velocity must be positive, got {velocity}")
     if zoom is not None and zoom <= 0:
         raise InputError(f"zoom must be positive, got {zoom}")
+    if refine not in REFINE_METHODS:
+        raise InputError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
     height, width = propagator.image_size
     _check_clicks_inside(positive, negative, width, height)
     both = {tuple(p) for p in np.round(positive).tolist()} & {tuple(p) for p in np.round(negative).tolist()}
@@ -134,6 +137,20 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
         raise InputError(f"pixel ({x:g}, {y:g}) is both a positive and a negative click: remove one")
     if border_still is None:
         border_still = bool(getattr(getattr(propagator, "model", None), "residual", False))
+    result = _motion_mask(propagator, positive, negative, velocity, threshold, zoom, border_still)
+    if refine == "grabcut":
+        from .refine import refine_mask
+
+        result.mask = refine_mask(propagator.image, result.score, result.mask, positive, negative)
+    return result
+
+
+def _motion_mask(propagator: Any, positive: np.ndarray, negative: np.ndarray, velocity: float, threshold: float,
+                 zoom: float | None, border_still: bool) -> Annotation:
+    """The paper's mask of :func:`annotate`, zoomed in on the clicks when ``zoom`` gives a box."""
+    from .propagate import Propagator
+
+    height, width = propagator.image_size
     box = zoom_box(positive, negative, width, height, zoom) if zoom else None
     if box is None:
         return Annotation(*_probe(propagator, positive, negative, velocity, threshold, border_still))
@@ -301,7 +318,7 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
                    *, indexed: bool = False, coco_path: str | os.PathLike | None = None,
                    overlays: bool = False, velocity: float = DEFAULT_VELOCITY,
                    threshold: float = DEFAULT_THRESHOLD, zoom: float | None = None,
-                   progress: bool = False) -> BatchSummary:
+                   refine: str = "none", progress: bool = False) -> BatchSummary:
     """Annotate every object of a batch file; write masks to ``out_dir`` and optionally a COCO JSON.
 
     Masks: ``NAME_K.png`` per object (K from 1; 255 inside), or with
@@ -310,6 +327,7 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
     ``overlays``, ``NAME_overlay.png`` shows every object on the image. Output
     names are checked (unique, no input among them) before any network work;
     masks an earlier run wrote for these images and this run did not are deleted.
+    ``refine`` as in :func:`annotate`, for every object.
     """
     from tqdm import tqdm
 
@@ -336,7 +354,7 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
         results = []
         for k, obj in enumerate(image.objects, start=1):
             result = annotate(propagator, obj.positive, obj.negative, velocity=velocity, threshold=threshold,
-                              zoom=zoom)
+                              zoom=zoom, refine=refine)
             results.append(result)
             coco.add_mask(image_id, result.mask, obj.category, {"clicks": {
                 "positive": obj.positive.tolist(), "negative": obj.negative.tolist()}})

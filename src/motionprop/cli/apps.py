@@ -45,6 +45,8 @@ def _add_guidance_options(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the application sub-commands."""
+    from ..apps.refine import REFINE_METHODS
+
     p = subparsers.add_parser(
         "propagate", help="dense flow of an image from a few arrows",
         description="Predict how every pixel of an image moves, given a few arrows (and still points). "
@@ -125,6 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--zoom", type=float, nargs="?", const=4.0, metavar="FACTOR",
                    help="zoom in on small objects: run on a crop FACTOR times the clicks' extent "
                    "(default factor 4; needs at least two clicks)")
+    p.add_argument("--refine", choices=REFINE_METHODS, default="none",
+                   help="grabcut: snap the motion mask to the image's colours with OpenCV's GrabCut (not the "
+                   "paper's method; measured in docs/apps.md). Default: none, the paper's mask")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (batch mode)")
     p.set_defaults(func=run_annotate)
 
@@ -377,8 +382,7 @@ def _annotate_single(args: argparse.Namespace) -> int:
     propagator = _load_propagator(args)
     propagator.set_image(image)
     result = annotate(propagator, positive, negative, velocity=args.velocity, threshold=args.threshold,
-                      border_still=args.border_still,
-                      zoom=args.zoom)
+                      border_still=args.border_still, zoom=args.zoom, refine=args.refine)
     write_mask(args.out, result.mask)
     print(f"wrote {args.out} ({int(result.mask.sum())} pixels, {100 * result.mask.mean():.1f} % of the image"
           f"{', zoomed on box ' + str(result.zoom_box) if result.zoom_box else ''})")
@@ -410,7 +414,7 @@ def _annotate_batch(args: argparse.Namespace) -> int:
     propagator = _load_propagator(args)
     summary = annotate_batch(propagator, images, args.out, indexed=args.indexed, coco_path=args.coco,
                              overlays=args.overlays, velocity=args.velocity, threshold=args.threshold,
-                             zoom=args.zoom, progress=not args.no_progress)
+                             zoom=args.zoom, refine=args.refine, progress=not args.no_progress)
     print(f"annotated {summary.objects} objects in {summary.images} images: {len(summary.masks)} PNGs in "
           f"{args.out}{', ' + str(summary.coco) if summary.coco else ''}")
     return 0
