@@ -260,3 +260,36 @@ def test_evaluate_repeats_the_runs_validation_and_checks_its_inputs(tiny_data, t
     assert main(["evaluate", str(checkpoint), str(tmp_path / "nope.txt")]) == 2
     assert "list file not found" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nockpt"), str(tiny_data[1])]) == 2
+
+
+def test_a_run_starts_from_image_encoder_init_and_resumes_without_the_file(tiny_data, tmp_path):
+    from motionprop.checkpoint import export_encoder
+    from motionprop.models import create_model, init_weights_trained_like
+
+    source_cfg = tiny_config(tiny_data)
+    motionprop.save_model(tmp_path / "src", init_weights_trained_like(create_model(source_cfg), seed=5))
+    export_encoder(tmp_path / "src", tmp_path / "enc.pth", fmt="torchvision")
+    source = motionprop.load_model(tmp_path / "src").image_encoder.state_dict()
+    lines: list[str] = []
+    cfg = tiny_config(tiny_data, "train.total_iter=2", f"train.image_encoder_init={tmp_path / 'enc.pth'}")
+    started = train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lines.append))
+    plain = train(tiny_config(tiny_data, "train.total_iter=2"), TrainOptions(tmp_path / "plain", progress=False,
+                                                                             log=lambda *_: None))
+
+    def distance(model: torch.nn.Module) -> float:  # from the file's weights, over layer1-4 (not the projection)
+        return sum(float((v - source[k]).abs().sum()) for k, v in model.image_encoder.state_dict().items()
+                   if k.startswith("layer") and v.is_floating_point())
+
+    assert distance(started.model) < 0.05 * distance(plain.model)  # 2 small steps away from the file, not random
+    assert any("image encoder initialized from" in x and "a fresh projection" in x for x in lines)
+    (tmp_path / "enc.pth").unlink()  # a resume takes its weights from the checkpoint, not from the file
+    resumed = train(tiny_config(tiny_data, "train.total_iter=3", f"train.image_encoder_init={tmp_path / 'enc.pth'}"),
+                    TrainOptions(tmp_path / "run", resume=True, progress=False, log=lambda *_: None))
+    assert resumed.iteration == 3
+
+
+def test_an_unreadable_image_encoder_init_fails_before_the_run_folder_is_made(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, f"train.image_encoder_init={tmp_path / 'typo.pth'}")
+    with pytest.raises(motionprop.ConfigError, match="train.image_encoder_init .*typo.pth: no such file"):
+        train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
+    assert not (tmp_path / "run").exists()

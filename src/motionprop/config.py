@@ -244,6 +244,7 @@ class TrainConfig:
     loss_impl: str = "fused"
     num_val_images: int = 4
     init: str = "original"
+    image_encoder_init: str = ""  # a trained encoder file/folder to start the image encoder from (encoder_init.py)
 
     def validate(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
@@ -251,6 +252,8 @@ class TrainConfig:
         _check_choice("train.loss_resolution", self.loss_resolution, ("full", "output"))
         _check_choice("train.loss_impl", self.loss_impl, ("fused", "reference"))
         _check_choice("train.init", self.init, ("original", "kaiming"))
+        if not isinstance(self.image_encoder_init, str):
+            raise ConfigError(f"train.image_encoder_init must be a path (a string), got {self.image_encoder_init!r}")
         if self.grad_accum < 1:
             raise ConfigError(f"train.grad_accum must be >= 1, got {self.grad_accum}")
         for name in ("print_freq", "val_freq", "save_freq", "keep_last"):

@@ -129,6 +129,15 @@ def random_encoder(arch: str, seed: int, img_enc_dim: int = 256) -> FrozenEncode
 
 def load_encoder_file(path: Path) -> FrozenEncoder:
     """A frozen encoder from a checkpoint folder/file or an exported encoder (see the module docstring)."""
+    return _frozen(*read_image_encoder(path))
+
+
+def read_image_encoder(path: Path) -> tuple[nn.Module, str, tuple, tuple, str]:
+    """The trained image encoder module of any ENCODER file or folder (not ``random:``).
+
+    Returns (module, architecture name, input mean, input std, source); the module includes the
+    CMP projection (for torchvision exports, which drop it, a freshly made one).
+    """
     from ..checkpoint import load_model
 
     path = Path(path)
@@ -137,8 +146,7 @@ def load_encoder_file(path: Path) -> FrozenEncoder:
         meta = _safetensors_metadata(weights)
         if meta.get("kind") == "image_encoder":
             return _load_exported_safetensors(weights, meta)
-        model = load_model(path)
-        return _from_cmp(model, str(path))
+        return _from_cmp(load_model(path), str(path))
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder without model.safetensors: not a motionprop checkpoint")
     state = _read_pickle(path)
@@ -164,12 +172,12 @@ def _read_pickle(path: Path) -> object:
     return _read_torch_pickle(path)
 
 
-def _from_cmp(model: nn.Module, source: str) -> FrozenEncoder:
+def _from_cmp(model: nn.Module, source: str) -> tuple[nn.Module, str, tuple, tuple, str]:
     cfg = model.config
-    return _frozen(model.image_encoder, cfg.model.image_encoder, cfg.data.mean, cfg.data.std, source)
+    return model.image_encoder, cfg.model.image_encoder, tuple(cfg.data.mean), tuple(cfg.data.std), source
 
 
-def _load_exported_safetensors(path: Path, meta: dict[str, str]) -> FrozenEncoder:
+def _load_exported_safetensors(path: Path, meta: dict[str, str]) -> tuple[nn.Module, str, tuple, tuple, str]:
     """An ``export-encoder --format motionprop`` file: our key names, encoder name and width in the metadata."""
     import json
 
@@ -189,10 +197,10 @@ def _load_exported_safetensors(path: Path, meta: dict[str, str]) -> FrozenEncode
         raise CheckpointError(f"{path}: unknown image encoder {arch!r} in its metadata")
     module = IMAGE_ENCODERS[arch](dim, nn.BatchNorm2d)
     load_state_strict(module, load_file(str(path)), path)
-    return _frozen(module, arch, cfg.data.mean, cfg.data.std, str(path))
+    return module, arch, tuple(cfg.data.mean), tuple(cfg.data.std), str(path)
 
 
-def _load_torchvision(path: Path, state: object) -> FrozenEncoder:
+def _load_torchvision(path: Path, state: object) -> tuple[nn.Module, str, tuple, tuple, str]:
     """An ``export-encoder --format torchvision`` .pth: architecture from the keys, no projection layer."""
     from ..checkpoint import ALEXNET_NAME_MAP, load_state_strict
 
@@ -207,7 +215,7 @@ def _load_torchvision(path: Path, state: object) -> FrozenEncoder:
             if key.startswith("conv5."):
                 state[key] = value
         load_state_strict(module, state, path)
-        return _frozen(module, arch, data.mean, data.std, str(path))
+        return module, arch, tuple(data.mean), tuple(data.std), str(path)
     if "features.0.weight" in state:
         inverse = {v: k for k, v in ALEXNET_NAME_MAP.items()}
         renamed = {}
@@ -221,7 +229,7 @@ def _load_torchvision(path: Path, state: object) -> FrozenEncoder:
             if key.startswith("conv8."):
                 renamed[key] = value
         load_state_strict(module, renamed, path)
-        return _frozen(module, "alexnet_fcn_32x", data.mean, data.std, str(path))
+        return module, "alexnet_fcn_32x", tuple(data.mean), tuple(data.std), str(path)
     raise CheckpointError(f"{path}: neither a CMP checkpoint nor an exported ResNet/AlexNet encoder "
                           f"(first keys: {', '.join(list(state)[:4])})")
 

@@ -482,6 +482,12 @@ def train(cfg: Config, opts: TrainOptions) -> TrainResult:
     start_iter, resumed_from = (0, None)
     if opts.resume:
         start_iter, resumed_from = _resume_state(run_dir, model, optimizer, scaler, info)
+    if start_iter == 0 and t.image_encoder_init:  # every rank reads the file: the same start everywhere
+        from .encoder_init import init_image_encoder
+
+        line = init_image_encoder(model.image_encoder, t.image_encoder_init, cfg.data.mean, cfg.data.std)
+        if info.is_main:
+            opts.log(f"motionprop train: {line}")
     if start_iter >= t.total_iter:
         raise InputError(f"{run_dir} already finished {start_iter} of {t.total_iter} iterations; "
                          "raise train.total_iter to train longer")
