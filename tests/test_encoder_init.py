@@ -63,7 +63,7 @@ def test_an_encoder_that_does_not_fit_is_refused_by_name(trained, tmp_path):
     _, root = trained
     run = _model("resnet34")
     before = {k: v.clone() for k, v in run.image_encoder.state_dict().items()}
-    with pytest.raises(ConfigError, match=r"train.image_encoder_init .*enc.pth: a resnet18 encoder does not fit "
+    with pytest.raises(ConfigError, match=r"train.image_encoder_init .*enc.pth: its resnet18 encoder does not fit "
                                           r"this run's image encoder \(missing layer1.2"):
         init_image_encoder(run.image_encoder, root / "enc.pth")
     assert all(torch.equal(v, before[k]) for k, v in run.image_encoder.state_dict().items())  # untouched

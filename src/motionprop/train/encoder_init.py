@@ -29,6 +29,7 @@ def init_image_encoder(encoder: nn.Module, path: str | Path, mean: tuple = (), s
     line when they differ). Raises :class:`ConfigError` naming the option when the file cannot be
     read or does not fit.
     """
+    from ..checkpoint import _listing
     from ..evaluation.encoders import read_image_encoder
 
     where = f"train.image_encoder_init {path}"
@@ -44,10 +45,10 @@ def init_image_encoder(encoder: nn.Module, path: str | Path, mean: tuple = (), s
     missing = [k for k in body if k not in source]
     mismatched = [f"{k} {tuple(source[k].shape)} vs {tuple(own[k].shape)}" for k in body
                   if k in source and source[k].shape != own[k].shape]
-    if missing or mismatched:
-        problems = (([f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"] if missing else [])
-                    + ([f"shapes differ: {', '.join(mismatched[:4])}"] if mismatched else []))
-        raise ConfigError(f"{where}: a {arch} encoder does not fit this run's image encoder ("
+    problems = ([f"missing {_listing(missing)}"] if missing else []) + (
+        [f"shapes differ: {_listing(mismatched)}"] if mismatched else [])
+    if problems:
+        raise ConfigError(f"{where}: its {arch} encoder does not fit this run's image encoder ("
                           f"{'; '.join(problems)})")
     projection = [k for k in own if k.startswith(PROJECTIONS)]
     take_projection = all(k in source and source[k].shape == own[k].shape for k in projection)
