@@ -293,6 +293,47 @@ def test_annotate_and_export_masks_label_png_and_coco(client):
     assert mask[71, 211] == 255 and mask[140, 70] == 0
 
 
+def test_annotate_refined_with_grabcut_mask_and_exports(client, monkeypatch):
+    from motionprop.apps import refine
+
+    sid = upload(client)["id"]
+    image, boxes = scene()
+    body = {"positive": [[70, 140]], "negative": [[10, 10]]}
+    plain = client.post(f"/api/sessions/{sid}/annotate", json=body).json()
+    assert "mask" not in plain  # the page thresholds the score itself
+    score = decode_data_url(plain["score"]).astype(np.float32) / 255
+    # the server refines the mask at the threshold asked, with the clicks, as refine_mask does
+    response = client.post(f"/api/sessions/{sid}/annotate", json={**body, "refine": "grabcut", "threshold": 0.3})
+    assert response.status_code == 200, response.text
+    mask = decode_data_url(response.json()["mask"]) > 127
+    expected = refine.refine_mask(image, score, score > 0.3, np.array([[70.0, 140.0]]), np.array([[10.0, 10.0]]))
+    assert np.array_equal(mask, expected) and iou(mask, box_mask(boxes["blue"])) > 0.9
+
+    # exports use the refined mask; a refinement is computed once per clicks and threshold
+    calls = []
+
+    def corner_only(image, score, mask, positive, negative):
+        calls.append(mask.sum())
+        out = np.zeros_like(mask)
+        out[:5, :5] = True
+        return out
+
+    monkeypatch.setattr(refine, "refine_mask", corner_only)
+    objects = [{"positive": [[70, 140]], "negative": [[10, 10]]}]
+    for _ in range(2):
+        exported = np.asarray(Image.open(io.BytesIO(client.post(
+            f"/api/sessions/{sid}/annotations/export",
+            json={"objects": objects, "format": "mask", "threshold": 0.6, "refine": "grabcut"}).content)))
+        assert exported[:5, :5].all() and exported.sum() == 25 * 255
+    assert len(calls) == 1
+    unrefined = np.asarray(Image.open(io.BytesIO(client.post(
+        f"/api/sessions/{sid}/annotations/export", json={"objects": objects, "format": "mask"}).content)))
+    assert iou(unrefined > 0, box_mask(boxes["blue"])) > 0.9 and len(calls) == 1
+    for route, extra in (("annotate", body), ("annotations/export", {"objects": objects, "format": "mask"})):
+        response = client.post(f"/api/sessions/{sid}/{route}", json={**extra, "refine": "snake"})
+        assert response.status_code == 400 and "refine must be one of none, grabcut" in response.json()["error"]
+
+
 def test_bad_annotation_inputs(client):
     sid = upload(client)["id"]
     for body, reason in [({"positive": []}, "at least one positive"), ({"positive": [[500, 5]]}, "outside"),

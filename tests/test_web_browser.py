@@ -50,8 +50,10 @@ class Page:
         self.page = context.new_page()
         self.url = url
         self.requests: list[str] = []
+        self.posts: list[tuple[str, str | None]] = []  # (url, body) of POSTs
         self.errors: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("request", lambda r: self.posts.append((r.url, r.post_data)) if r.method == "POST" else None)
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url + "/")
@@ -207,7 +209,21 @@ def test_annotate_one_object_and_download_coco(browser_page, scene_file, tmp_pat
     assert len(doc["objects"]) == 1 and len(doc["objects"][0]["negative"]) == 1
     page.settle()
 
+    # "Snap to edges": the server refines the mask with GrabCut; the page shows that mask, and a new
+    # threshold asks again
+    shown = page.js("window.motionprop.stats.annotateVersion")
+    page.page.check("#refine")
+    page.wait(f"window.motionprop.stats.annotateVersion > {shown}")
+    page.settle()
+    assert page.js("window.motionprop.state.scores.get(1).refined") is True
+    assert page.layer_rgba("mask-layer", 70, 140)[3] > 0 and page.layer_rgba("mask-layer", 212, 72)[3] == 0
+    page.page.locator("#threshold").fill("0.7")
+    page.settle()
+    refined = [json.loads(body) for url, body in page.posts if url.endswith("/annotate")]
+    assert refined[-1]["refine"] == "grabcut" and refined[-1]["threshold"] == pytest.approx(0.7)
+
     coco_file = page.download("#export-coco", tmp_path)
+    assert json.loads(page.posts[-1][1])["refine"] == "grabcut"
     data = json.loads(coco_file.read_text())
     assert data["images"][0]["file_name"] == "scene.png" and len(data["annotations"]) == 1
     mask = decode_rle(data["annotations"][0]["segmentation"])

@@ -154,6 +154,16 @@ def number(body: dict, key: str, default: Any, kind: type = float, low: float | 
     return value
 
 
+def refine_method(body: dict) -> str:
+    """The body's ``refine`` ("none" when absent), checked against the known methods."""
+    from ..apps.refine import REFINE_METHODS
+
+    refine = body.get("refine", "none")
+    if refine not in REFINE_METHODS:
+        raise InputError(f"refine must be one of {', '.join(REFINE_METHODS)}")
+    return refine
+
+
 def _encoded(extension: str, rgb: np.ndarray, params: list[int]) -> bytes:
     """uint8 RGB or grey ``rgb`` encoded by OpenCV as ``extension`` (".png", ".jpg")."""
     import cv2
@@ -300,13 +310,20 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
         negative = sessions.clicks(session, body.get("negative"), "negative")
         zoom = number(body, "zoom", None, float, 1.0, 64.0)
         velocity = number(body, "velocity", 30.0, float, 0.1, 200.0)
+        refine = refine_method(body)
+        threshold = number(body, "threshold", 0.5, float, 0.0, 0.999)
         start = time.perf_counter()
         result = await call(sessions.annotation, session, positive, negative, velocity, zoom)
         score = np.round(resample(result.score, PREVIEW_SIDE) * 255).astype(np.uint8)
-        return JSONResponse({"score": data_url(await call(png_bytes, score)),
-                             "zoom_box": list(result.zoom_box) if result.zoom_box else None,
-                             "area_at_half": int(np.count_nonzero(result.score > 0.5)),
-                             "seconds": round(time.perf_counter() - start, 4)})
+        answer = {"score": data_url(await call(png_bytes, score)),
+                  "zoom_box": list(result.zoom_box) if result.zoom_box else None,
+                  "area_at_half": int(np.count_nonzero(result.score > 0.5))}
+        if refine != "none":
+            refined = await call(sessions.object_mask, session, positive, negative, threshold, refine, velocity, zoom)
+            mask = np.where(resample(refined.mask.astype(np.float32), PREVIEW_SIDE) > 0.5, 255, 0).astype(np.uint8)
+            answer["mask"] = data_url(await call(png_bytes, mask))
+        answer["seconds"] = round(time.perf_counter() - start, 4)
+        return JSONResponse(answer)
 
     async def annotations_export(request: Request) -> Response:
         session = sessions.get(request.path_params["sid"])
@@ -331,7 +348,8 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
             negative = sessions.clicks(session, obj.get("negative"), f"objects[{k}].negative")
             parsed.append((positive, negative, category, number(obj, "zoom", None, float, 1.0, 64.0)))
         index = number(body, "index", 0, int, 0, len(parsed) - 1)
-        data, media, name = await call(_annotation_file, sessions, session, parsed, threshold, fmt, index)
+        refine = refine_method(body)
+        data, media, name = await call(_annotation_file, sessions, session, parsed, threshold, refine, fmt, index)
         return download(data, media, name)
 
     async def animate_start(request: Request) -> Response:
@@ -459,16 +477,14 @@ def _flow_file(sessions: Sessions, session: Any, guidance: Any, fmt: str, max_fl
         return path.read_bytes()
 
 
-def _annotation_file(sessions: Sessions, session: Any, objects: list, threshold: float, fmt: str, index: int
-                     ) -> tuple[bytes, str, str]:
+def _annotation_file(sessions: Sessions, session: Any, objects: list, threshold: float, refine: str, fmt: str,
+                     index: int) -> tuple[bytes, str, str]:
     """COCO JSON of every object, one label PNG, or one object's mask PNG, at the given threshold."""
-    from ..apps.annotate import Annotation, label_map
+    from ..apps.annotate import label_map
     from ..apps.coco import CocoWriter
 
-    results = []
-    for positive, negative, _, zoom in objects:
-        scored = sessions.annotation(session, positive, negative, zoom=zoom)
-        results.append(Annotation(scored.score > threshold, scored.score, scored.zoom_box))
+    results = [sessions.object_mask(session, positive, negative, threshold, refine, zoom=zoom)
+               for positive, negative, _, zoom in objects]
     base = stem(session.name)
     if fmt == "mask":
         mask = np.where(results[index].mask, 255, 0).astype(np.uint8)

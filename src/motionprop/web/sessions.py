@@ -216,11 +216,40 @@ class Sessions:
                 return cached
         with self.lock:
             result = annotate(session.propagator, positive, negative, velocity=velocity, zoom=zoom)
+        self._remember(session, key, result)
+        return result
+
+    def object_mask(self, session: Session, positive: np.ndarray, negative: np.ndarray, threshold: float,
+                    refine: str = "none", velocity: float = DEFAULT_VELOCITY, zoom: float | None = None) -> Annotation:
+        """The object's mask at ``threshold``, snapped to the image's colours when ``refine`` is "grabcut".
+
+        The motion score comes from :meth:`annotation` (cached); a refined mask is cached too, by clicks
+        and threshold, since GrabCut takes seconds on a CPU.
+        """
+        from ..apps.refine import REFINE_METHODS, refine_mask
+
+        if refine not in REFINE_METHODS:
+            raise InputError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
+        scored = self.annotation(session, positive, negative, velocity, zoom)
+        mask = scored.score > threshold
+        if refine == "none":
+            return Annotation(mask, scored.score, scored.zoom_box)
+        key = (positive.tobytes(), negative.tobytes(), float(velocity), zoom, refine, float(threshold))
+        with self._table:
+            cached = session.annotations.get(key)
+            if cached is not None:
+                session.annotations.move_to_end(key)
+                return cached
+        refined = Annotation(refine_mask(session.image, scored.score, mask, positive, negative),
+                             scored.score, scored.zoom_box)
+        self._remember(session, key, refined)
+        return refined
+
+    def _remember(self, session: Session, key: tuple, result: Annotation) -> None:
         with self._table:
             session.annotations[key] = result
             while len(session.annotations) > ANNOTATION_CACHE:
                 session.annotations.popitem(last=False)
-        return result
 
     # ----------------------------------------------------------------- animation
 

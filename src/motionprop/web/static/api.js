@@ -32,8 +32,9 @@ export async function flow(sid, guidance, options) {
   return (await postJson(`/api/sessions/${sid}/flow`, { guidance, ...options })).json();
 }
 
-export async function annotate(sid, positive, negative) {
-  return (await postJson(`/api/sessions/${sid}/annotate`, { positive, negative })).json();
+/** options: {refine: "grabcut", threshold} also returns the refined mask (docs/app.md). */
+export async function annotate(sid, positive, negative, options = {}) {
+  return (await postJson(`/api/sessions/${sid}/annotate`, { positive, negative, ...options })).json();
 }
 
 /** POST that returns a file: resolves to {blob, name} (name from Content-Disposition). */

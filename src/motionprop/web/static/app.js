@@ -171,13 +171,19 @@ function paintFlow() {
 
 function clickKey(obj) { return JSON.stringify([obj.positive, obj.negative]); }
 
+/** What the server is asked beyond the clicks: with "Snap to edges", GrabCut at the slider's threshold. */
+function refineOptions() {
+  return $("refine").checked ? { refine: "grabcut", threshold: Number($("threshold").value) } : {};
+}
+
 function annotator(id) {
   if (!state.annotators.has(id)) {
     state.annotators.set(id, new api.LiveQuery(
-      (obj) => withSession((sid) => api.annotate(sid, obj.positive, obj.negative)),
-      async (result, obj) => {
-        const picture = await loadPicture(result.score);
-        state.scores.set(obj.id, { key: clickKey(obj), scoreData: pixels(picture) });
+      ({ obj, options }) => withSession((sid) => api.annotate(sid, obj.positive, obj.negative, options)),
+      async (result, { obj, options }) => {
+        const picture = await loadPicture(result.mask || result.score);
+        state.scores.set(obj.id, { clicks: clickKey(obj), options: JSON.stringify(options),
+                                   refined: Boolean(result.mask), scoreData: pixels(picture) });
         stats.annotateVersion += 1;
         paintMasks();
       }, fail));
@@ -187,18 +193,24 @@ function annotator(id) {
 
 function requestScores() {
   if (!state.session) return;
+  const options = refineOptions();
   for (const obj of history.doc.objects) {
     const known = state.scores.get(obj.id);
     if (obj.positive.length === 0) { state.scores.delete(obj.id); continue; }
-    if (!known || known.key !== clickKey(obj)) annotator(obj.id).request(JSON.parse(JSON.stringify(obj)));
+    if (!known || known.clicks !== clickKey(obj) || known.options !== JSON.stringify(options)) {
+      annotator(obj.id).request({ obj: JSON.parse(JSON.stringify(obj)), options });
+    }
   }
   paintMasks();
 }
 
+/** Masks for the current clicks; a refined mask (0/255) is shown as it is until its replacement arrives. */
 function paintMasks() {
   const objects = history.doc.objects.map((obj) => {
     const known = state.scores.get(obj.id);
-    return { colour: obj.colour, scoreData: known && known.key === clickKey(obj) ? known.scoreData : null };
+    const current = known && known.clicks === clickKey(obj);
+    return { colour: obj.colour, scoreData: current ? known.scoreData : null,
+             threshold: current && known.refined ? 0.5 : undefined };
   });
   drawMasks(view, objects, Number($("threshold").value), Number($("mask-opacity").value));
 }
@@ -413,10 +425,13 @@ async function exportAnnotations(format) {
   const objects = annotationObjects();
   if (!objects.length) throw new Error("no object with a positive click to export");
   const threshold = Number($("threshold").value);
+  const refine = $("refine").checked ? "grabcut" : "none";
   if (format === "mask") {
-    for (let k = 0; k < objects.length; k++) await download("annotations/export", { objects, threshold, format, index: k });
+    for (let k = 0; k < objects.length; k++) {
+      await download("annotations/export", { objects, threshold, refine, format, index: k });
+    }
   } else {
-    await download("annotations/export", { objects, threshold, format });
+    await download("annotations/export", { objects, threshold, refine, format });
   }
 }
 
@@ -516,8 +531,9 @@ $("scale-auto").addEventListener("change", requestFlow);
 $("scale-px").addEventListener("change", requestFlow);
 $("threshold").addEventListener("input", () => {
   $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
-  paintMasks();
+  if ($("refine").checked) requestScores(); else paintMasks();
 });
+$("refine").addEventListener("change", requestScores);
 $("mask-opacity").addEventListener("input", paintMasks);
 $("category").addEventListener("change", () => {
   const k = history.doc.current;

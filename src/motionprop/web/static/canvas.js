@@ -149,9 +149,9 @@ export function drawMasks(view, objects, threshold, opacity) {
   const canvas = view.layers.mask;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  const cut = Math.round(threshold * 255);
   for (const obj of objects) {
     if (!obj.scoreData) continue;
+    const cut = Math.round((obj.threshold ?? threshold) * 255);
     const { width, height, data } = obj.scoreData;
     const tint = hexToRgb(obj.colour);
     const out = new ImageData(width, height);
