@@ -12,8 +12,9 @@ from motionprop.models import create_model, init_weights_trained_like
 from motionprop.train.encoder_init import init_image_encoder
 
 
-def _model(encoder: str, dim: int = 32, seed: int = 0) -> torch.nn.Module:
-    cfg = motionprop.Config(model=motionprop.ModelConfig(image_encoder=encoder, img_enc_dim=dim, nbins=15))
+def _model(encoder: str, dim: int = 32, seed: int = 0, sparse: str = "shallownet8x") -> torch.nn.Module:
+    cfg = motionprop.Config(model=motionprop.ModelConfig(image_encoder=encoder, img_enc_dim=dim, nbins=15,
+                                                         sparse_encoder=sparse))
     return init_weights_trained_like(create_model(cfg), seed=seed)
 
 
@@ -88,3 +89,18 @@ def test_the_option_must_be_a_path():
     cfg.train.image_encoder_init = 3
     with pytest.raises(ConfigError, match="train.image_encoder_init must be a path"):
         cfg.validate()
+
+
+def test_an_alexnet_run_takes_conv5_which_is_body_and_leaves_only_conv8_fresh(tmp_path):
+    # AlexNet's conv5 is its fifth convolution; only conv8 is the CMP projection (here of another width)
+    source = _model("alexnet_fcn_32x", dim=16, seed=1, sparse="shallownet32x")
+    motionprop.save_model(tmp_path / "ckpt", source)
+    run = _model("alexnet_fcn_32x", dim=32, seed=2, sparse="shallownet32x")
+    fresh_projection = run.image_encoder.conv8.weight.clone()
+    line = init_image_encoder(run.image_encoder, tmp_path / "ckpt")
+    expected = source.image_encoder.state_dict()
+    for key, value in run.image_encoder.state_dict().items():
+        if not key.startswith("conv8."):
+            assert torch.equal(value, expected[key]), key
+    assert torch.equal(run.image_encoder.conv8.weight, fresh_projection)
+    assert "a fresh projection" in line

@@ -308,7 +308,8 @@ def encoder_state(model: CMP, fmt: str = "motionprop") -> dict[str, torch.Tensor
         raise CheckpointError(f"unknown export format {fmt!r}; choose motionprop or torchvision")
     name = model.config.model.image_encoder
     if name.startswith("resnet"):
-        return {k: v for k, v in state.items() if not k.startswith("conv5.")}
+        projection = f"{model.image_encoder.PROJECTION}."
+        return {k: v for k, v in state.items() if not k.startswith(projection)}
     renamed = {}
     for key, value in state.items():
         layer, leaf = key.rsplit(".", 1)

@@ -212,7 +212,7 @@ def _load_torchvision(path: Path, state: object) -> tuple[nn.Module, str, tuple,
         module = dilated_resnet(arch, 256)
         state = dict(state)
         for key, value in module.state_dict().items():  # the projection is not in the export, nor used
-            if key.startswith("conv5."):
+            if key.startswith(f"{module.PROJECTION}."):
                 state[key] = value
         load_state_strict(module, state, path)
         return module, arch, tuple(data.mean), tuple(data.std), str(path)
@@ -226,7 +226,7 @@ def _load_torchvision(path: Path, state: object) -> tuple[nn.Module, str, tuple,
             renamed[f"{inverse[layer]}.{leaf}"] = value
         module = AlexNetFCN(256, (4, 2, 2, 2))
         for key, value in module.state_dict().items():
-            if key.startswith("conv8."):
+            if key.startswith(f"{module.PROJECTION}."):
                 renamed[key] = value
         load_state_strict(module, renamed, path)
         return module, "alexnet_fcn_32x", tuple(data.mean), tuple(data.std), str(path)

@@ -29,6 +29,9 @@ class AlexNetFCN(nn.Module):
     output stride 32, (2, 2, 2, 1) output stride 8.
     """
 
+    PROJECTION = "conv8"
+    """The CMP-only 1x1 projection to the feature width (``conv5`` is AlexNet's own fifth conv)."""
+
     def __init__(self, output_dim: int = 256, strides: Sequence[int] = (4, 2, 2, 2),
                  norm_layer: NormLayer = nn.BatchNorm2d):
         super().__init__()

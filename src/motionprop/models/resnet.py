@@ -75,6 +75,9 @@ class DilatedResNet(nn.Module):
     out: ``conv5`` then projects layer3's output.
     """
 
+    PROJECTION = "conv5"
+    """The CMP-only 1x1 projection to the feature width (not part of a torchvision ResNet)."""
+
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], output_dim: int = 256,
                  norm_layer: NormLayer = nn.BatchNorm2d, depth: int = 4):
         super().__init__()

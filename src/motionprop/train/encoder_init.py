@@ -18,10 +18,6 @@ from torch import nn
 
 from ..errors import ConfigError, MotionpropError
 
-PROJECTIONS = ("conv5.", "conv8.")
-"""Prefixes of the CMP projection layer of the image encoders (ResNet, AlexNet)."""
-
-
 def init_image_encoder(encoder: nn.Module, path: str | Path, mean: tuple = (), std: tuple = ()) -> str:
     """Load the trained encoder at ``path`` into ``encoder`` (the run's ``model.image_encoder``); a log line.
 
@@ -41,7 +37,8 @@ def init_image_encoder(encoder: nn.Module, path: str | Path, mean: tuple = (), s
         raise ConfigError(f"{where}: {exc}") from None
     source = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
     own = encoder.state_dict()
-    body = [k for k in own if not k.startswith(PROJECTIONS) and not k.endswith("num_batches_tracked")]
+    projection_prefix = f"{encoder.PROJECTION}."  # conv5 of a ResNet, conv8 of an AlexNet (whose conv5 is body)
+    body = [k for k in own if not k.startswith(projection_prefix) and not k.endswith("num_batches_tracked")]
     missing = [k for k in body if k not in source]
     mismatched = [f"{k} {tuple(source[k].shape)} vs {tuple(own[k].shape)}" for k in body
                   if k in source and source[k].shape != own[k].shape]
@@ -50,7 +47,7 @@ def init_image_encoder(encoder: nn.Module, path: str | Path, mean: tuple = (), s
     if problems:
         raise ConfigError(f"{where}: its {arch} encoder does not fit this run's image encoder ("
                           f"{'; '.join(problems)})")
-    projection = [k for k in own if k.startswith(PROJECTIONS)]
+    projection = [k for k in own if k.startswith(projection_prefix)]
     take_projection = all(k in source and source[k].shape == own[k].shape for k in projection)
     chosen = body + (projection if take_projection else [])
     with torch.no_grad():
