@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--negative", action="store_true", help="add one negative click in the background")
     parser.add_argument("--velocity", type=float, default=30.0, help="probe speed, px of the working size")
     parser.add_argument("--working-size", type=int, default=None,
-                        help="short side the network sees (default: the short side of its training crop)")
+                        help="short side the network sees (default: data.short_size of its training, as Propagator)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask = score > threshold")
     parser.add_argument("--flood-tol", type=int, default=12, help="flood fill tolerance per channel")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
