@@ -179,8 +179,12 @@ function refineOptions() {
 function annotator(id) {
   if (!state.annotators.has(id)) {
     state.annotators.set(id, new api.LiveQuery(
-      ({ obj, options }) => withSession((sid) => api.annotate(sid, obj.positive, obj.negative, options)),
+      ({ obj, options }) => {
+        if (options.refine) say(`Snapping object #${obj.id} to edges (GrabCut)…`);
+        return withSession((sid) => api.annotate(sid, obj.positive, obj.negative, options));
+      },
       async (result, { obj, options }) => {
+        if (result.mask) say(`Object #${obj.id} snapped to edges in ${result.seconds.toFixed(1)} s.`);
         const picture = await loadPicture(result.mask || result.score);
         state.scores.set(obj.id, { clicks: clickKey(obj), options: JSON.stringify(options),
                                    refined: Boolean(result.mask), scoreData: pixels(picture) });
