@@ -33,6 +33,15 @@ def _differs(a: torch.Tensor, b: torch.Tensor) -> bool:
     return not torch.equal(a, b)
 
 
+def _assert_body_from_file_projection_fresh(run, source, projection: str, fresh: torch.Tensor) -> None:
+    """Every tensor of ``run``'s encoder but ``projection`` equals ``source``'s; the projection kept ``fresh``."""
+    expected = source.image_encoder.state_dict()
+    for key, value in run.image_encoder.state_dict().items():
+        if not key.startswith(f"{projection}."):
+            assert torch.equal(value, expected[key]), key
+    assert torch.equal(getattr(run.image_encoder, projection).weight, fresh)
+
+
 @pytest.mark.parametrize("name", ["ckpt", "enc.safetensors"])
 def test_the_whole_encoder_is_taken_from_a_checkpoint_or_motionprop_export(trained, name):
     source, root = trained
@@ -52,11 +61,7 @@ def test_a_torchvision_export_fills_a_shallower_run_and_leaves_its_projection_fr
     run = _model("resnet18_l3", dim=16, seed=2)
     fresh_projection = run.image_encoder.conv5.weight.clone()
     line = init_image_encoder(run.image_encoder, root / "enc.pth")
-    expected = source.image_encoder.state_dict()
-    for key, value in run.image_encoder.state_dict().items():
-        if not key.startswith("conv5."):
-            assert torch.equal(value, expected[key]), key
-    assert torch.equal(run.image_encoder.conv5.weight, fresh_projection)
+    _assert_body_from_file_projection_fresh(run, source, "conv5", fresh_projection)
     assert "a fresh projection" in line and "left out of the file: layer4" in line
 
 
@@ -98,9 +103,5 @@ def test_an_alexnet_run_takes_conv5_which_is_body_and_leaves_only_conv8_fresh(tm
     run = _model("alexnet_fcn_32x", dim=32, seed=2, sparse="shallownet32x")
     fresh_projection = run.image_encoder.conv8.weight.clone()
     line = init_image_encoder(run.image_encoder, tmp_path / "ckpt")
-    expected = source.image_encoder.state_dict()
-    for key, value in run.image_encoder.state_dict().items():
-        if not key.startswith("conv8."):
-            assert torch.equal(value, expected[key]), key
-    assert torch.equal(run.image_encoder.conv8.weight, fresh_projection)
+    _assert_body_from_file_projection_fresh(run, source, "conv8", fresh_projection)
     assert "a fresh projection" in line

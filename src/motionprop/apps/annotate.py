@@ -116,7 +116,7 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     lone click. ``refine="grabcut"`` snaps the mask to the image's colours
     (:mod:`motionprop.apps.refine`; not the paper's method); the score stays the motion score.
     """
-    from .refine import REFINE_METHODS
+    from .refine import check_method
 
     positive, negative = _points(positive, "positive"), _points(negative, "negative")
     if len(positive) == 0:
@@ -127,8 +127,7 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
         raise InputError(f"velocity must be positive, got {velocity}")
     if zoom is not None and zoom <= 0:
         raise InputError(f"zoom must be positive, got {zoom}")
-    if refine not in REFINE_METHODS:
-        raise InputError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
+    check_method(refine)
     height, width = propagator.image_size
     _check_clicks_inside(positive, negative, width, height)
     both = {tuple(p) for p in np.round(positive).tolist()} & {tuple(p) for p in np.round(negative).tolist()}

@@ -27,6 +27,15 @@ MAX_SIDE = 1024
 ITERATIONS = 5
 
 
+def check_method(refine: object) -> str:
+    """``refine`` if it names a method of :data:`REFINE_METHODS`, else :class:`InputError` listing them."""
+    from ..errors import InputError
+
+    if not isinstance(refine, str) or refine not in REFINE_METHODS:
+        raise InputError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
+    return refine
+
+
 def grabcut(image: np.ndarray, probable: np.ndarray, sure_foreground: np.ndarray, sure_background: np.ndarray,
             iterations: int = ITERATIONS) -> np.ndarray:
     """GrabCut of RGB uint8 ``image`` (H, W, 3) from boolean seed maps (H, W) -> the foreground (H, W) bool.

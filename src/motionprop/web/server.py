@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..apps.refine import check_method
 from ..errors import InputError, MotionpropError
 from .sessions import MAX_OBJECTS, SessionNotFound, Sessions
 
@@ -152,16 +153,6 @@ def number(body: dict, key: str, default: Any, kind: type = float, low: float | 
     if not np.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
         raise InputError(f"{key} = {value} is out of range [{low}, {high}]")
     return value
-
-
-def refine_method(body: dict) -> str:
-    """The body's ``refine`` ("none" when absent), checked against the known methods."""
-    from ..apps.refine import REFINE_METHODS
-
-    refine = body.get("refine", "none")
-    if refine not in REFINE_METHODS:
-        raise InputError(f"refine must be one of {', '.join(REFINE_METHODS)}")
-    return refine
 
 
 def _encoded(extension: str, rgb: np.ndarray, params: list[int]) -> bytes:
@@ -310,7 +301,7 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
         negative = sessions.clicks(session, body.get("negative"), "negative")
         zoom = number(body, "zoom", None, float, 1.0, 64.0)
         velocity = number(body, "velocity", 30.0, float, 0.1, 200.0)
-        refine = refine_method(body)
+        refine = check_method(body.get("refine", "none"))  # before any inference
         threshold = number(body, "threshold", 0.5, float, 0.0, 0.999)
         start = time.perf_counter()
         result = await call(sessions.annotation, session, positive, negative, velocity, zoom)
@@ -348,7 +339,7 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
             negative = sessions.clicks(session, obj.get("negative"), f"objects[{k}].negative")
             parsed.append((positive, negative, category, number(obj, "zoom", None, float, 1.0, 64.0)))
         index = number(body, "index", 0, int, 0, len(parsed) - 1)
-        refine = refine_method(body)
+        refine = check_method(body.get("refine", "none"))  # before any inference
         data, media, name = await call(_annotation_file, sessions, session, parsed, threshold, refine, fmt, index)
         return download(data, media, name)
 

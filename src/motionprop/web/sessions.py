@@ -226,10 +226,9 @@ class Sessions:
         The motion score comes from :meth:`annotation` (cached); a refined mask is cached too, by clicks
         and threshold, since GrabCut takes seconds on a CPU.
         """
-        from ..apps.refine import REFINE_METHODS, refine_mask
+        from ..apps.refine import check_method, refine_mask
 
-        if refine not in REFINE_METHODS:
-            raise InputError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
+        check_method(refine)
         scored = self.annotation(session, positive, negative, velocity, zoom)
         mask = scored.score > threshold
         if refine == "none":
