@@ -239,6 +239,16 @@ def test_annotate_one_object_and_download_coco(browser_page, scene_file, tmp_pat
 
     label = np.asarray(Image.open(page.download("#export-label", tmp_path)))
     assert label[140, 70] == 1 and label[72, 212] == 2 and label[20, 150] == 0
+
+    # The settings survive a reload: the refined masks come back at the same threshold.
+    page.page.reload()
+    page.wait("window.motionprop?.state.session != null && window.motionprop.stats.annotateVersion > 0")
+    page.settle()
+    assert page.js("document.getElementById('refine').checked") is True
+    assert page.js("document.getElementById('threshold').value") == "0.7"
+    assert page.js("document.getElementById('threshold-value').textContent") == "0.70"
+    again = [json.loads(body) for url, body in page.posts if url.endswith("/annotate")]
+    assert again[-1]["refine"] == "grabcut" and again[-1]["threshold"] == pytest.approx(0.7)
     page.check_clean()
 
 

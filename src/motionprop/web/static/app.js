@@ -7,7 +7,10 @@ import { View, drawClicks, drawGuidance, drawMasks, hitTest, loadPicture, pixels
 import { History, emptyDoc, fromGuidanceFile, newObject, toGuidanceFile } from "./guidance.js";
 
 const $ = (id) => document.getElementById(id);
-const STORE_DOC = "motionprop.doc", STORE_IMAGE = "motionprop.image";
+const STORE_DOC = "motionprop.doc", STORE_IMAGE = "motionprop.image", STORE_SETTINGS = "motionprop.settings";
+// Controls whose values a reload keeps (display, animation and annotation settings).
+const SETTINGS = ["opacity", "confidence", "scale-auto", "scale-px", "frames", "anim-mode", "fps", "max-side",
+                  "anim-format", "threshold", "refine", "mask-opacity"];
 const CLICK_RADIUS = 4;  // display px: a press that moves less is a click
 const HIT_RADIUS = 10;   // display px: how close to an end a press grabs it
 
@@ -96,6 +99,22 @@ function storeDoc() {
   try {
     localStorage.setItem(STORE_DOC, JSON.stringify({ width, height, name, mode: state.mode, doc: history.doc }));
   } catch (_) { /* storage full or disabled: nothing to do */ }
+}
+
+function storeSettings() {
+  const values = Object.fromEntries(SETTINGS.map((id) => [id, $(id).type === "checkbox" ? $(id).checked : $(id).value]));
+  try { localStorage.setItem(STORE_SETTINGS, JSON.stringify(values)); } catch (_) { /* storage full or disabled */ }
+}
+
+/** Put back the controls' values of the last visit (before any image is open, so no query is sent). */
+function restoreSettings() {
+  let values;
+  try { values = JSON.parse(localStorage.getItem(STORE_SETTINGS) || "{}"); } catch (_) { return; }
+  for (const id of SETTINGS) {
+    if (!(id in values)) continue;
+    if ($(id).type === "checkbox") $(id).checked = Boolean(values[id]); else $(id).value = String(values[id]);
+  }
+  $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
 }
 
 async function restore() {
@@ -551,6 +570,8 @@ window.addEventListener("resize", layout);
 api.info().then((info) => {
   if (!info.discrete) { $("confidence").disabled = true; $("confidence").parentElement.title = "needs a discrete network"; }
 }).catch(fail);
+for (const id of SETTINGS) $(id).addEventListener("change", storeSettings);
+restoreSettings();
 setMode("propagate");
 $("undo").disabled = true; $("redo").disabled = true;
 restore().catch((error) => { localStorage.removeItem(STORE_IMAGE); fail(error); });
