@@ -101,6 +101,7 @@ function storeDoc() {
   } catch (_) { /* storage full or disabled: nothing to do */ }
 }
 
+/** Remember the controls of SETTINGS (localStorage), so a reload keeps them. */
 function storeSettings() {
   const values = Object.fromEntries(SETTINGS.map((id) => [id, $(id).type === "checkbox" ? $(id).checked : $(id).value]));
   try { localStorage.setItem(STORE_SETTINGS, JSON.stringify(values)); } catch (_) { /* storage full or disabled */ }
@@ -568,7 +569,10 @@ $("help").addEventListener("click", (event) => { if (event.target === $("help"))
 window.addEventListener("resize", layout);
 
 api.info().then((info) => {
-  if (!info.discrete) { $("confidence").disabled = true; $("confidence").parentElement.title = "needs a discrete network"; }
+  if (!info.discrete) {  // (a setting kept from a discrete network's session is dropped)
+    $("confidence").checked = false; $("confidence").disabled = true;
+    $("confidence").parentElement.title = "needs a discrete network";
+  }
 }).catch(fail);
 for (const id of SETTINGS) $(id).addEventListener("change", storeSettings);
 restoreSettings();
