@@ -293,3 +293,33 @@ def test_an_unreadable_image_encoder_init_fails_before_the_run_folder_is_made(ti
     with pytest.raises(motionprop.ConfigError, match="train.image_encoder_init .*typo.pth: no such file"):
         train(cfg, TrainOptions(tmp_path / "run", progress=False, log=lambda *_: None))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_with_other_training_lists_continues_on_the_new_data(tiny_data, tmp_path):
+    """Training in phases (docs/transfer.md: synthetic first, then real): `train --out RUN --resume
+    data.train_source=[...] train.total_iter=N` continues the run's weights and optimizer on the new lists."""
+    import shutil
+
+    from motionprop.cli import main
+
+    other = generate(tmp_path / "other", SynthConfig(height=64, width=80, num_pairs=16, val_fraction=0.25, seed=7),
+                     progress=False)
+    quiet = dict(progress=False, log=lambda *_: None)
+    train(tiny_config(tiny_data, "train.total_iter=2"), TrainOptions(tmp_path / "a", **quiet))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    args = ["train", "--out", str(tmp_path / "b"), "--resume", "--no-progress", "--device", "cpu",
+            f"data.train_source=[{Path(other.train_list).resolve()}]", "train.total_iter=4"]
+    assert main(args) == 0
+    same_data = train(tiny_config(tiny_data, "train.total_iter=4"), TrainOptions(tmp_path / "a", resume=True, **quiet))
+
+    saved = motionprop.load_config(tmp_path / "b" / "config.yaml")
+    assert [Path(p) for p in saved.data.train_source] == [Path(other.train_list).resolve()]
+    assert saved.train.total_iter == 4 and [Path(p) for p in saved.data.val_source] == [tiny_data[1]]
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iter"] for x in lines if x["split"] == "train"] == [1, 2, 3, 4]
+    phased = motionprop.load_model(tmp_path / "b" / "checkpoints" / "iter_0000004").state_dict()
+    start = motionprop.load_model(tmp_path / "a" / "checkpoints" / "iter_0000002").state_dict()
+    straight = same_data.model.state_dict()
+    trained = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, straight[k])]
+    assert trained and any(not torch.equal(phased[k], straight[k]) for k in trained)  # other data, other weights
+    assert all(not torch.equal(phased[k], start[k]) for k in trained)  # it trained on from the run's weights
