@@ -322,4 +322,4 @@ def test_a_resume_with_other_training_lists_continues_on_the_new_data(tiny_data,
     straight = same_data.model.state_dict()
     trained = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, straight[k])]
     assert trained and any(not torch.equal(phased[k], straight[k]) for k in trained)  # other data, other weights
-    assert all(not torch.equal(phased[k], start[k]) for k in trained)  # it trained on from the run's weights
+    assert all(not torch.equal(phased[k], start[k]) for k in trained)  # the new phase trained every one of them

@@ -115,8 +115,11 @@ function restoreSettings() {
     if (!(id in values)) continue;
     if ($(id).type === "checkbox") $(id).checked = Boolean(values[id]); else $(id).value = String(values[id]);
   }
-  $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+  showThreshold();
 }
+
+/** The threshold slider's value beside it. */
+function showThreshold() { $("threshold-value").textContent = Number($("threshold").value).toFixed(2); }
 
 async function restore() {
   const image = JSON.parse(localStorage.getItem(STORE_IMAGE) || "null");
@@ -554,7 +557,7 @@ $("confidence").addEventListener("change", () => { paintFlow(); requestFlow(); }
 $("scale-auto").addEventListener("change", requestFlow);
 $("scale-px").addEventListener("change", requestFlow);
 $("threshold").addEventListener("input", () => {
-  $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+  showThreshold();
   if ($("refine").checked) requestScores(); else paintMasks();
 });
 $("refine").addEventListener("change", requestScores);
