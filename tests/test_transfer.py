@@ -13,13 +13,14 @@ from PIL import Image
 
 from motionprop.cli import main
 from motionprop.errors import CheckpointError, InputError
-from motionprop.evaluation.benchmark import TransferSettings, run_transfer, working_size
+from motionprop.evaluation.benchmark import TransferSettings, average_seeds, run_transfer, working_size
 from motionprop.evaluation.davis import foreground, list_clips, read_mask, read_masks
 from motionprop.evaluation.encoders import (a_trous_pool2, load_encoder_file, parse_encoder, random_encoder,
                                             stride8_features)
 from motionprop.evaluation.probe import ProbeConfig, cell_targets, predict_foreground, train_probe
 from motionprop.evaluation.propagation import (PropagationConfig, labels_at, normalize_features, propagate_clip,
                                                propagate_step, window_mask)
+from motionprop.evaluation.report import _paired_differences
 from motionprop.models.alexnet import AlexNetFCN
 from motionprop.models.init import init_weights_trained_like
 
@@ -361,6 +362,25 @@ def test_random_baseline_is_added_and_averaged_over_seeds(davis2017, tmp_path):
     assert res["mean"]["JF"] == pytest.approx(np.mean([s["JF"] for s in res["seeds"]]))
     assert "probe" not in added["tasks"]
     assert "minus random:resnet18_l3:0,1" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_paired_differences_count_clips_above_and_below_every_random_seed():
+    def result(per_clip):
+        m = float(np.mean(list(per_clip.values())))
+        return {"mean": {"J": m, "F": m, "JF": m},
+                "clips": {c: {"J": v, "F": v, "JF": v} for c, v in per_clip.items()}}
+    seeds = [result({"a": 0.50, "b": 0.30, "c": 0.40}), result({"a": 0.60, "b": 0.20, "c": 0.40})]
+    random_entry = {"name": "random:resnet18:0,1", "kind": "random init", "arch": "resnet18",
+                    "tasks": {"probe": average_seeds(seeds)}}
+    # a: above the mean (0.55) but not above seed 1; b: above both; c: below both
+    trained = {"name": "ckpt", "kind": "pre-trained", "arch": "resnet18",
+               "tasks": {"probe": result({"a": 0.58, "b": 0.35, "c": 0.10})}}
+    results = {"encoders": [trained, random_entry], "settings": {"clips": {"a": {}, "b": {}, "c": {}}}}
+    line = "".join(_paired_differences(results, "probe"))
+    assert "a +3.0, b +10.0, c -30.0" in line and "better on 2 of 3 clips" in line
+    assert "above every random seed on 1 and below every one on 1" in line
+    del random_entry["tasks"]["probe"]["seed_clips"]        # results.json written before per-seed scores were kept
+    assert "every random seed" not in "".join(_paired_differences(results, "probe"))
 
 
 def test_the_layer_read_is_recorded_in_results_and_table(davis2017, tmp_path):

@@ -238,13 +238,18 @@ def copy_first_frame(data: list[ClipData]) -> dict:
 
 
 def average_seeds(runs: list[dict]) -> dict:
-    """Task results of several seeds -> their mean per clip and overall, with the per-seed global means kept."""
+    """Task results of several seeds -> their mean per clip and overall, with each seed's results kept.
+
+    ``seeds`` holds each seed's overall means and ``seed_clips`` its per-clip scores, so a pre-trained
+    encoder can be compared with every seed on a clip, not only with their mean.
+    """
     clips = {}
     for name in runs[0]["clips"]:
         clips[name] = {k: float(np.mean([r["clips"][name][k] for r in runs])) for k in ("J", "F", "JF")}
     mean = {k: float(np.mean([r["mean"][k] for r in runs])) for k in ("J", "F", "JF")}
     std = {k: float(np.std([r["mean"][k] for r in runs])) for k in ("J", "F", "JF")}
-    return {"mean": mean, "std_over_seeds": std, "clips": clips, "seeds": [r["mean"] for r in runs]}
+    return {"mean": mean, "std_over_seeds": std, "clips": clips, "seeds": [r["mean"] for r in runs],
+            "seed_clips": [r["clips"] for r in runs]}
 
 
 def slug(text: str) -> str:

@@ -88,8 +88,20 @@ def _paired_differences(results: dict, task: str) -> list[str]:
         wins = sum(d > 0 for d in diffs)
         lines += ["", f"{entry['name']} minus {ref['name']} (J&F points per clip): "
                   + ", ".join(f"{c} {100 * d:+.1f}" for c, d in zip(clips, diffs))
-                  + f"; mean {100 * float(np.mean(diffs)):+.1f}, better on {wins} of {len(diffs)} clips."]
+                  + f"; mean {100 * float(np.mean(diffs)):+.1f}, better on {wins} of {len(diffs)} clips"
+                  + _against_every_seed(entry["tasks"][task], ref["tasks"][task], clips) + "."]
     return lines
+
+
+def _against_every_seed(result: dict, random_result: dict, clips) -> str:
+    """', above every seed on A and below every seed on B clips': the per-clip comparison that a seed's luck
+    cannot make (empty for results of one seed, or written before the per-seed scores were kept)."""
+    per_seed = random_result.get("seed_clips")
+    if not per_seed or len(per_seed) < 2:
+        return ""
+    above = sum(all(result["clips"][c]["JF"] > s[c]["JF"] for s in per_seed) for c in clips)
+    below = sum(all(result["clips"][c]["JF"] < s[c]["JF"] for s in per_seed) for c in clips)
+    return f", above every random seed on {above} and below every one on {below}"
 
 
 def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
