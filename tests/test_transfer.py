@@ -20,7 +20,7 @@ from motionprop.evaluation.encoders import (a_trous_pool2, load_encoder_file, pa
 from motionprop.evaluation.probe import ProbeConfig, cell_targets, predict_foreground, train_probe
 from motionprop.evaluation.propagation import (PropagationConfig, labels_at, normalize_features, propagate_clip,
                                                propagate_step, window_mask)
-from motionprop.evaluation.report import _paired_differences
+from motionprop.evaluation.report import _paired_differences, sign_flip_p
 from motionprop.models.alexnet import AlexNetFCN
 from motionprop.models.init import init_weights_trained_like
 
@@ -379,8 +379,18 @@ def test_paired_differences_count_clips_above_and_below_every_random_seed():
     line = "".join(_paired_differences(results, "probe"))
     assert "a +3.0, b +10.0, c -30.0" in line and "better on 2 of 3 clips" in line
     assert "above every random seed on 1 and below every one on 1" in line
+    assert "one-sided p = 0.625" in line           # sign patterns of (3, 10, 30) with a sum >= -17: 5 of 8
     del random_entry["tasks"]["probe"]["seed_clips"]        # results.json written before per-seed scores were kept
     assert "every random seed" not in "".join(_paired_differences(results, "probe"))
+
+
+def test_sign_flip_p_is_exact_for_few_clips_and_sampled_for_many():
+    assert sign_flip_p([0.01, 0.02, 0.03, 0.04, 0.05, 0.06]) == pytest.approx(1 / 64)   # all six better
+    carried = [0.004, 0.078, -0.271, 0.009, 0.253, 0.001]                             # two large clips
+    assert sign_flip_p(carried) > 0.3
+    assert sign_flip_p(carried) + sign_flip_p([-d for d in carried]) >= 1.0
+    many = [0.01] * 30
+    assert 0 < sign_flip_p(many) < 1e-3 and sign_flip_p([-d for d in many]) == 1.0
 
 
 def test_the_layer_read_is_recorded_in_results_and_table(davis2017, tmp_path):
