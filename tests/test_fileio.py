@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 
 import pytest
 
+import motionprop.fileio
+from motionprop.errors import InputError
 from motionprop.fileio import atomic_dir, atomic_path
 
 
@@ -143,3 +146,34 @@ def test_save_model_puts_back_a_folder_a_killed_replacement_left_aside(tmp_path)
         motionprop.save_model(tmp_path / "ckpt", model)
     motionprop.load_model(tmp_path / "ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt", temp_prefix("other", pid=dead) + "hgfedcba"])
+
+
+def test_a_write_that_fails_on_a_full_disk_says_so_and_names_the_output(tmp_path, monkeypatch):
+    target = tmp_path / "weights.safetensors"
+    target.write_text("old")
+    monkeypatch.setattr(motionprop.fileio, "free_bytes", lambda path: 5 * 2**20)
+    with pytest.raises(OSError) as info:       # a serializer's own words for a short write (torch.save)
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 25880320 vs 25880216")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert "5 MB free" in info.value.strerror
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["weights.safetensors"]
+    with pytest.raises(OSError) as info:       # a plain ENOSPC without a file name gets the output's
+        with atomic_dir(tmp_path / "iter_0000004"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(tmp_path / "iter_0000004")
+    assert os.listdir(tmp_path) == ["weights.safetensors"]
+    with pytest.raises(InputError):            # the user's own errors are never taken for a full disk
+        with atomic_path(tmp_path / "x.txt"):
+            raise InputError("bad point")
+
+
+def test_other_write_failures_pass_through_when_the_disk_has_room(tmp_path, monkeypatch):
+    monkeypatch.setattr(motionprop.fileio, "free_bytes", lambda path: 10 * 2**30)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        with atomic_path(tmp_path / "a.pt"):
+            raise RuntimeError("unexpected pos 1 vs 2")
+    with pytest.raises(PermissionError):
+        with atomic_dir(tmp_path / "d"):
+            raise PermissionError(errno.EACCES, "Permission denied", "x")

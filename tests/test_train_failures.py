@@ -165,3 +165,36 @@ def test_resume_removes_a_checkpoint_folder_a_killed_run_left_half_written(tiny_
     assert not stale.exists() and not stale_config.exists() and live.is_dir()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(["iter_0000001", "iter_0000002",
                                                                               live.name])
+
+
+def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_keeps_the_last_one(tiny_data, tmp_path,  # noqa: F811
+                                                                               monkeypatch, capsys):
+    import motionprop.checkpoint
+    import motionprop.fileio
+    from motionprop.cli import main
+
+    real_save_file, calls = motionprop.checkpoint.save_file, []
+
+    def save_file_then_fill_the_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:     # the second checkpoint: the disk is full (safetensors' own exception)
+            monkeypatch.setattr(motionprop.fileio, "free_bytes", lambda path: 0)
+            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(motionprop.checkpoint, "save_file", save_file_then_fill_the_disk)
+    run = tmp_path / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config(tiny_data, "train.total_iter=4", "train.save_freq=2", "train.val_freq=1000").to_yaml())
+    args = ["train", "--config", str(config), "--out", str(run), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "could not save the checkpoint of iteration 4: No space left on device (0 MB free" in err[0]
+    assert f"{run / 'checkpoints' / 'iter_0000004'}; --resume continues from iteration 2" in err[0]
+    checkpoints = run / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["iter_0000002"]      # no half-written folder beside it
+    monkeypatch.setattr(motionprop.checkpoint, "save_file", real_save_file)
+    monkeypatch.setattr(motionprop.fileio, "free_bytes", lambda path: 2**40)
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0    # room again: it goes on
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["iter_0000002", "iter_0000004"]

@@ -41,8 +41,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         _default_permissions(tmp_path, 0o666)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        full = full_disk_error(path, exc)
         tmp_path.unlink(missing_ok=True)
+        if full is not None:
+            raise full from exc
         raise
 
 
@@ -69,9 +72,48 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
+        full = full_disk_error(path, exc)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from exc
         raise
+
+
+# Free space below which a failed write is taken for a full disk: serializers report it in their own words
+# (safetensors "I/O error: No space left on device", torch.save "unexpected pos ..."), not as an OSError.
+NEARLY_FULL_BYTES = 64 * 2**20
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes free for this user on the disk of ``path`` (an existing file or folder)."""
+    import shutil
+
+    return shutil.disk_usage(path).free
+
+
+def full_disk_error(path: Path, exc: BaseException) -> OSError | None:
+    """An ``OSError(ENOSPC)`` naming the output ``path`` when writing it failed for want of disk space, else None.
+
+    Plain writes fail with ENOSPC but often without a file name; other writers raise their own
+    exception types, recognised here by the disk being nearly full when they failed. Either way the
+    user gets one line naming the output and the free space, and knows the old output is intact.
+    """
+    import errno
+
+    from .errors import MotionpropError
+
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, MotionpropError)):
+        return None
+    try:
+        free = free_bytes(path.parent)
+    except OSError:
+        return None
+    if not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        if isinstance(exc, OSError) or free >= NEARLY_FULL_BYTES:
+            return None
+    return OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.0f} MB free; the output was not "
+                                 "written, an older one stays as it was)", str(path))
 
 
 @functools.lru_cache(maxsize=1)

@@ -45,7 +45,7 @@ from .schedule import learning_rate
 
 
 class TrainingStopped(MotionpropError):
-    """Training stopped on a NaN loss; the last good checkpoint is kept."""
+    """Training stopped (a NaN loss, a full disk); the last good checkpoint is kept."""
 
 
 @dataclass
@@ -535,9 +535,15 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
 
     def save() -> Path | None:
         states = _gather_rng(info)
-        path = None
+        path, failed = None, None
         if info.is_main:
-            path = save_training_checkpoint(run_dir, iteration, net, optimizer, scaler, states, t.keep_last)
+            try:
+                path = save_training_checkpoint(run_dir, iteration, net, optimizer, scaler, states, t.keep_last)
+            except OSError as exc:
+                failed = exc
+        if any_process(failed is not None, info):     # every process stops: none waits for the others forever
+            bar.close()
+            raise _save_failed(failed, iteration, run_dir)
         barrier(info)
         return path
 
@@ -610,6 +616,21 @@ def _counting_skipped(batches: Iterator[dict[str, torch.Tensor]], count: list[in
         if "skipped" in batch:
             count[0] += int(batch["skipped"].sum())
         yield batch
+
+
+def _save_failed(exc: OSError | None, iteration: int, run_dir: Path) -> TrainingStopped:
+    """The one-line error of a checkpoint that could not be written (``exc``: the main process's error; None on
+    the other processes), with where training can resume from."""
+    from .checkpoints import list_checkpoints
+
+    if exc is None:
+        return TrainingStopped(f"the main process could not save the checkpoint of iteration {iteration} (its "
+                               "message says why)")
+    done = list_checkpoints(run_dir)
+    where = (f"--resume continues from iteration {done[-1][0]} ({done[-1][1]})" if done
+             else "no checkpoint was written yet")
+    reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+    return TrainingStopped(f"could not save the checkpoint of iteration {iteration}: {reason}; {where}")
 
 
 def _data_error(exc: Exception, iteration: int, start_iter: int, save: Any, info: DistInfo) -> InputError:
