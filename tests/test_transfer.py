@@ -297,6 +297,32 @@ def test_propagation_follows_an_object_with_identity_features():
     assert not np.array_equal(still[-1], truth[-1])
 
 
+def test_ground_truth_context_benchmark_labels_each_frame_from_the_true_labels_of_its_context():
+    """benchmarks/bench_propagation_context.py: the object jumps beyond the radius between frames 0 and 1,
+    so frame 1 loses it; the protocol (own predictions) never finds it again, while each later frame
+    labelled from the ground truth of its context is right."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_propagation_context.py"
+    spec = importlib.util.spec_from_file_location("bench_propagation_context", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    t_len, h, w = 6, 8, 16
+    truth = np.zeros((t_len, h, w), np.uint8)
+    truth[0, 2:5, 1:4] = 1
+    for t in range(1, t_len):
+        truth[t, 2:5, 6 + t:9 + t] = 1
+    feats = torch.from_numpy(np.stack([truth == 1, truth == 0], axis=1).astype(np.float32))
+    config = PropagationConfig(radius=3)
+    settings = TransferSettings(propagation=config)
+    pred = bench.ground_truth_context(feats, truth, 2, settings)
+    own = labels_at(propagate_clip(feats, truth[0], 2, config), (h, w))
+    assert not pred[1].any() and not own[1].any()                     # out of reach of frame 0
+    assert all(np.array_equal(pred[t], truth[t]) for t in range(2, t_len))
+    assert not own[2:].any()                                          # the protocol never finds it again
+    assert bench.clip_jf(pred, truth) > bench.clip_jf(own, truth)
+
+
 # --------------------------------------------------------------------------- probe
 
 
