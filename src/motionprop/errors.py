@@ -31,6 +31,13 @@ def _worker_message(message: str, name: str) -> str:
     return rest if sep and head.rsplit(".", 1)[-1] == name else last
 
 
+def os_error_message(exc: OSError) -> str:
+    """An OSError as a user reads it: its reason and the file it names ("No such file or directory: x")."""
+    if not exc.strerror:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+
+
 class ConfigError(MotionpropError, ValueError):
     """A config file, preset name or config value is invalid."""
 

@@ -109,9 +109,10 @@ def full_disk_error(path: Path, exc: BaseException) -> OSError | None:
         free = free_bytes(path.parent)
     except OSError:
         return None
-    if not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
-        if isinstance(exc, OSError) or free >= NEARLY_FULL_BYTES:
-            return None
+    out_of_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    serializer_on_full_disk = not isinstance(exc, OSError) and free < NEARLY_FULL_BYTES
+    if not (out_of_space or serializer_on_full_disk):
+        return None
     return OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.0f} MB free; the output was not "
                                  "written, an older one stays as it was)", str(path))
 

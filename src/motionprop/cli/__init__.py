@@ -83,11 +83,10 @@ def _one_line(exc: BaseException) -> str:
     """The message of a user-facing error on one line (an OSError names its file)."""
     if isinstance(exc, RecursionError):
         return "input nested too deeply to read"
-    from ..errors import MotionpropError
+    from ..errors import MotionpropError, os_error_message
 
     if isinstance(exc, OSError) and not isinstance(exc, MotionpropError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        return os_error_message(exc)
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -34,7 +34,7 @@ from ..baselines import end_point_error, idw_fill, nearest_fill
 from ..checkpoint import load_state_strict, read_checkpoint
 from ..config import Config
 from ..data.dataset import ImageFlowDataset
-from ..errors import FlowFileError, InputError, MotionpropError
+from ..errors import FlowFileError, InputError, MotionpropError, os_error_message
 from ..losses import build_flow_loss
 from ..models import CMP, create_model
 from .checkpoints import (list_checkpoints, load_train_state, rng_state, save_training_checkpoint,
@@ -629,8 +629,8 @@ def _save_failed(exc: OSError | None, iteration: int, run_dir: Path) -> Training
     done = list_checkpoints(run_dir)
     where = (f"--resume continues from iteration {done[-1][0]} ({done[-1][1]})" if done
              else "no checkpoint was written yet")
-    reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
-    return TrainingStopped(f"could not save the checkpoint of iteration {iteration}: {reason}; {where}")
+    return TrainingStopped(f"could not save the checkpoint of iteration {iteration}: {os_error_message(exc)}; "
+                           f"{where}")
 
 
 def _data_error(exc: Exception, iteration: int, start_iter: int, save: Any, info: DistInfo) -> InputError:
