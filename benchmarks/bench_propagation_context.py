@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
+from motionprop.errors import MotionpropError  # noqa: E402
 from motionprop.evaluation.benchmark import TransferSettings, _load, extract_features, load_clip  # noqa: E402
 from motionprop.evaluation.davis import list_clips  # noqa: E402
 from motionprop.evaluation.encoders import parse_encoder  # noqa: E402
@@ -96,12 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the numbers here too")
     args = parser.parse_args(argv)
     settings = TransferSettings(features=args.features).validate()
-    clips = list_clips(args.davis, args.clips.split(",") if args.clips else None)
-    data = [load_clip(clip, settings.short_side) for clip in clips]
+    try:
+        clips = list_clips(args.davis, args.clips.split(",") if args.clips else None)
+        loaded = {text: _load(parse_encoder(text), settings) for text in args.encoders}  # all, before long work
+        data = [load_clip(clip, settings.short_side) for clip in clips]
+    except MotionpropError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     results = {}
-    for text in args.encoders:
+    for text, encoders in loaded.items():
         runs = [score_encoder(enc, text if enc.seed is None else f"{text} seed {enc.seed}", data, settings)
-                for enc in _load(parse_encoder(text), settings)]
+                for enc in encoders]
         results[text] = average(runs)
     names = [c.name for c in clips]
     lines = ["| encoder | " + " | ".join(names) + " | mean |", "|---|" + "---:|" * (len(names) + 1)]
