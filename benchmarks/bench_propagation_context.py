@@ -13,6 +13,9 @@ can be split into worse correspondences and more drift.
 
 A ``random:`` encoder with several seeds is scored per seed and averaged; the
 paired sign-flip p (as in ``results.md``) compares each other encoder with it.
+A second table says how the protocol's labels are made, to look at drift: the
+share of the top-k weight on the first frame and on the previous frame, the
+entropy of the soft labels, and the predicted / true object area.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from motionprop.evaluation.propagation import (labels_at, normalize_features, on
 from motionprop.evaluation.report import sign_flip_p  # noqa: E402
 
 
-def ground_truth_context(features: torch.Tensor, labels: np.ndarray, num_labels: int, settings: TransferSettings
-                         ) -> np.ndarray:
+def ground_truth_context(features: torch.Tensor, labels: np.ndarray, num_labels: int, settings: TransferSettings,
+                         weight_share: list[torch.Tensor] | None = None) -> np.ndarray:
     """Hard labels (T, H, W) of every frame from the ground truth of its context frames (frame 0 and the
-    ``context_frames`` before it), with the protocol's step; frame 0 is its own ground truth."""
+    ``context_frames`` before it), with the protocol's step; frame 0 is its own ground truth.
+    ``weight_share`` as in ``propagate_step``."""
     cfg = settings.propagation
     feats = normalize_features(features)
     t_len, c, h, w = feats.shape
@@ -56,7 +60,7 @@ def ground_truth_context(features: torch.Tensor, labels: np.ndarray, num_labels:
     for t in range(1, t_len):
         context = [0] + list(range(max(1, t - cfg.context_frames), t))
         soft = propagate_step(flat[t], flat[context], truth[context], window, cfg.topk, cfg.temperature,
-                              cfg.query_chunk)
+                              cfg.query_chunk, weight_share)
         out[t] = labels_at(soft.reshape(1, num_labels, h, w), labels.shape[1:])[0]
     return out
 
@@ -67,17 +71,44 @@ def clip_jf(prediction: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean([(s["J"] + s["F"]) / 2 for s in scores.values()]))
 
 
+def drift_statistics(share: list[torch.Tensor], soft: torch.Tensor, hard: np.ndarray, target: np.ndarray
+                     ) -> dict[str, float]:
+    """Where the protocol's labels come from and what they look like, frames 1.. of one clip.
+
+    first_frame_weight: the share of the top-k weight on frame 0 (the ground truth);
+    previous_frame_weight: on the frame just before (frames 2.., whose context has one);
+    entropy: of the soft labels at feature resolution, in units of log(L) (0 = one-hot);
+    area_ratio: predicted / true object area (frames with an object), > 1 when labels spread.
+    """
+    probs = soft[1:].clamp_min(1e-12)
+    entropy = -(probs * probs.log()).sum(dim=1) / np.log(max(soft.shape[1], 2))
+    true_area = (target[1:] > 0) & (target[1:] != 255)
+    areas = [float((hard[t] > 0).sum()) / float(true_area[t - 1].sum()) for t in range(1, len(hard))
+             if true_area[t - 1].any()]
+    return {"first_frame_weight": float(np.mean([s[0] for s in share])),
+            "previous_frame_weight": float(np.mean([s[-1] for s in share[1:]])) if len(share) > 1 else float("nan"),
+            "entropy": float(entropy.mean()),
+            "area_ratio": float(np.mean(areas)) if areas else float("nan")}
+
+
 def score_encoder(encoder, label: str, data, settings: TransferSettings) -> dict[str, dict[str, float]]:
-    """{clip: {"ground_truth_context": J&F, "own_predictions": J&F}} for one frozen encoder."""
+    """{clip: {"ground_truth_context": J&F, "own_predictions": J&F, drift statistics...}} for one frozen encoder;
+    the statistics (``drift_statistics``) are of the protocol's own predictions, and
+    ``gt_first_frame_weight`` the first frame's weight share with ground-truth context."""
     out = {}
     for item in data:
         features = extract_features(encoder, item.frames, settings.batch_size)
         labels = np.where(item.labels == 255, 0, item.labels).astype(np.uint8)
         num_labels = int(labels.max()) + 1
-        oracle = ground_truth_context(features, labels, num_labels, settings)
-        own = labels_at(propagate_clip(features, labels[0], num_labels, settings.propagation), item.mask_size)
+        gt_share: list[torch.Tensor] = []
+        oracle = ground_truth_context(features, labels, num_labels, settings, gt_share)
+        share: list[torch.Tensor] = []
+        soft = propagate_clip(features, labels[0], num_labels, settings.propagation, share)
+        own = labels_at(soft, item.mask_size)
         out[item.clip.name] = {"ground_truth_context": clip_jf(oracle, item.labels),
-                               "own_predictions": clip_jf(own, item.labels)}
+                               "own_predictions": clip_jf(own, item.labels),
+                               "gt_first_frame_weight": float(np.mean([s[0] for s in gt_share])),
+                               **drift_statistics(share, soft, own, item.labels)}
         print(f"  {label} {item.clip.name}: "
               f"{100 * out[item.clip.name]['ground_truth_context']:.1f} / "
               f"{100 * out[item.clip.name]['own_predictions']:.1f}", file=sys.stderr, flush=True)
@@ -117,6 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"| {text} | " + " | ".join(cells) + f" | {100 * means[0]:.1f} / {100 * means[1]:.1f} |")
     print(f"J&F (%) with ground-truth context / with its own predictions (the protocol), features: {args.features}")
     print("\n".join(lines))
+    print("\nWhere the labels come from (means over clips; the protocol's own predictions unless said):")
+    keys = ("gt_first_frame_weight", "first_frame_weight", "previous_frame_weight", "entropy", "area_ratio")
+    print("| encoder | first-frame weight, ground-truth context | first-frame weight | previous-frame weight "
+          "| soft-label entropy | predicted / true area |")
+    print("|---|" + "---:|" * len(keys))
+    for text, per_clip in results.items():
+        print(f"| {text} | " + " | ".join(f"{np.nanmean([per_clip[c][k] for c in names]):.3f}" for k in keys) + " |")
     randoms = [t for t in results if t.startswith("random:")]
     for text in results:
         if randoms and text not in randoms:

@@ -1,8 +1,10 @@
-"""Shared fixtures: the real test data beside the checkout, and seeded torch."""
+"""Shared fixtures: the real test data beside the checkout, seeded torch, the scripts of benchmarks/."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,22 @@ def _seed_torch():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def load_benchmark():
+    """``load_benchmark("bench_x")`` -> the module ``benchmarks/bench_x.py`` (registered in sys.modules while
+    the test runs, as its dataclasses need)."""
+    loaded = []
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loaded.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

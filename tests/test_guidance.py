@@ -7,10 +7,6 @@ not two copies that could drift apart).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -25,18 +21,10 @@ from motionprop.data.guidance import (
 )
 from motionprop.errors import InputError
 
-BENCH_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_guidance.py"
-
-
-@pytest.fixture(scope="module")
-def reference():
+@pytest.fixture
+def reference(load_benchmark):
     """The benchmark module holding the port of the original sampler."""
-    spec = importlib.util.spec_from_file_location("bench_guidance", BENCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return load_benchmark("bench_guidance")
 
 
 def random_flow(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -274,6 +274,24 @@ def test_propagate_step_top_k_softmax():
     torch.testing.assert_close(out2[:, 0], torch.stack([w[0], w[1]]))
 
 
+def test_weight_share_says_which_context_frame_the_labels_come_from_without_changing_them():
+    keys = torch.nn.functional.normalize(torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = torch.rand(3, 2, 5, generator=torch.Generator().manual_seed(1))
+    query = keys[2].clone()                                    # each query cell is a cell of context frame 2
+    share: list[torch.Tensor] = []
+    out = propagate_step(query, keys, labels, None, topk=1, temperature=0.1, query_chunk=2, weight_share=share)
+    assert torch.equal(out, propagate_step(query, keys, labels, None, topk=1, temperature=0.1))
+    assert len(share) == 1 and share[0].tolist() == [0.0, 0.0, 1.0]
+    # top-3: the weights of every query's three matches, summed per frame and averaged over queries
+    propagate_step(query, keys, labels, None, topk=3, temperature=0.5, weight_share=share)
+    affinity = (query.T @ keys.permute(1, 0, 2).reshape(4, 15)) / 0.5
+    values, index = affinity.topk(3, dim=1)
+    weights = torch.softmax(values, dim=1)
+    expected = torch.stack([(weights * (index // 5 == f)).sum(1).mean() for f in range(3)])
+    torch.testing.assert_close(share[1], expected)
+    assert abs(float(share[1].sum()) - 1.0) < 1e-5 and share[1][2] < 1.0
+
+
 def test_normalize_features_survives_tiny_activations():
     f = torch.randn(2, 8, 3, 3) * 1e-20
     n = normalize_features(f)
@@ -297,16 +315,11 @@ def test_propagation_follows_an_object_with_identity_features():
     assert not np.array_equal(still[-1], truth[-1])
 
 
-def test_ground_truth_context_benchmark_labels_each_frame_from_the_true_labels_of_its_context():
+def test_ground_truth_context_benchmark_labels_each_frame_from_the_true_labels_of_its_context(load_benchmark):
     """benchmarks/bench_propagation_context.py: the object jumps beyond the radius between frames 0 and 1,
     so frame 1 loses it; the protocol (own predictions) never finds it again, while each later frame
     labelled from the ground truth of its context is right."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_propagation_context.py"
-    spec = importlib.util.spec_from_file_location("bench_propagation_context", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_propagation_context")
     t_len, h, w = 6, 8, 16
     truth = np.zeros((t_len, h, w), np.uint8)
     truth[0, 2:5, 1:4] = 1
@@ -321,6 +334,25 @@ def test_ground_truth_context_benchmark_labels_each_frame_from_the_true_labels_o
     assert all(np.array_equal(pred[t], truth[t]) for t in range(2, t_len))
     assert not own[2:].any()                                          # the protocol never finds it again
     assert bench.clip_jf(pred, truth) > bench.clip_jf(own, truth)
+
+
+def test_drift_statistics_of_hand_made_labels(load_benchmark):
+    """Weight shares averaged over frames, entropy in units of log(L), area against the truth (void excluded)."""
+    bench = load_benchmark("bench_propagation_context")
+    share = [torch.tensor([1.0]), torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3, 0.5])]
+    soft = torch.zeros(4, 2, 2, 2)
+    soft[:, 0] = 1.0
+    soft[2:] = 0.5                                                  # frames 2 and 3 undecided everywhere
+    target = np.zeros((4, 4, 4), np.uint8)
+    target[:, :2, :2] = 1
+    target[3, 0, 0] = 255
+    hard = np.zeros_like(target)
+    hard[:, :2, :] = 1                                              # twice the object's area
+    stats = bench.drift_statistics(share, soft, hard, target)
+    assert stats["first_frame_weight"] == pytest.approx((1.0 + 0.5 + 0.2) / 3)
+    assert stats["previous_frame_weight"] == pytest.approx((0.5 + 0.5) / 2)
+    assert stats["entropy"] == pytest.approx(2 / 3, abs=1e-6)
+    assert stats["area_ratio"] == pytest.approx((2 + 2 + 8 / 3) / 3)
 
 
 # --------------------------------------------------------------------------- probe

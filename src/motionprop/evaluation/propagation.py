@@ -52,19 +52,24 @@ def window_mask(height: int, width: int, radius: int, device: torch.device | str
 
 
 def propagate_step(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor, window: torch.Tensor | None,
-                   topk: int, temperature: float, query_chunk: int = 2048) -> torch.Tensor:
+                   topk: int, temperature: float, query_chunk: int = 2048,
+                   weight_share: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Soft labels of one frame from its context.
 
     query (C, n) and keys (M, C, n) L2-normalized features of n = h*w cells;
     key_labels (M, L, n) soft labels of the context; window (n, n) bool or None
     -> labels (L, n): for each query cell the softmax-weighted (over its top-k
     affinities among all M*n context cells) average of their labels.
+    ``weight_share``, if given, gets an (M,) tensor appended: the share of the
+    weight each context frame receives, averaged over the query cells (a diagnostic
+    of where the labels come from; the result does not change).
     """
     m, c, n = keys.shape
     keys_t = keys.permute(1, 0, 2).reshape(c, m * n)              # (C, M*n)
     labels_flat = key_labels.permute(1, 0, 2).reshape(key_labels.shape[1], m * n)  # (L, M*n)
     k = min(topk, m * n)
     out = []
+    share = torch.zeros(m) if weight_share is not None else None
     for start in range(0, query.shape[1], query_chunk):
         q = query[:, start:start + query_chunk]                       # (C, q)
         # Queries as rows: the top-k runs along contiguous memory, and the window
@@ -77,6 +82,10 @@ def propagate_step(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Te
         weights = torch.softmax(values, dim=1)
         gathered = labels_flat[:, index]                              # (L, q, k)
         out.append((gathered * weights[None]).sum(dim=2))
+        if share is not None:
+            share.index_add_(0, index.flatten().div(n, rounding_mode="floor").cpu(), weights.flatten().float().cpu())
+    if share is not None:
+        weight_share.append(share / query.shape[1])
     return torch.cat(out, dim=1)
 
 
@@ -93,11 +102,14 @@ def one_hot_labels(labels: np.ndarray, num_labels: int, size: tuple[int, int]) -
 
 
 def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels: int,
-                   config: PropagationConfig = PropagationConfig()) -> torch.Tensor:
+                   config: PropagationConfig = PropagationConfig(),
+                   weight_share: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Soft labels of every frame of a clip: (T, L, h, w), frame 0 being the given one-hot labels.
 
     features (T, C, h, w) from the frozen encoder (normalized here);
-    first_labels (H, W) integer labels of frame 0 (0 = background, 1..L-1 objects).
+    first_labels (H, W) integer labels of frame 0 (0 = background, 1..L-1 objects);
+    ``weight_share`` as in ``propagate_step``, one entry per frame from frame 1 on
+    (context order: frame 0, then the previous frames oldest first).
     """
     feats = normalize_features(features)
     t_len, c, h, w = feats.shape
@@ -108,7 +120,7 @@ def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels:
     for t in range(1, t_len):
         context = [0] + list(range(max(1, t - config.context_frames), t))
         soft[t] = propagate_step(flat[t], flat[context], soft[context], window, config.topk,
-                                 config.temperature, config.query_chunk)
+                                 config.temperature, config.query_chunk, weight_share)
     return soft.reshape(t_len, num_labels, h, w)
 
 
