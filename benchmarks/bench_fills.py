@@ -14,6 +14,14 @@ errors per density.
 ``--colour S[,S...]`` adds geodesic fills (the first ``--geodesic`` weight) whose point weights are multiplied by a
 Gaussian of the Lab colour difference between the pixel and the point (sigma S).
 
+``--features ENCODER[,ENCODER...] --feature-sigma S[,S...]`` adds geodesic fills (the first ``--geodesic``
+weight) whose point weights are multiplied by a Gaussian of the distance between the pixel's and the point's
+frozen encoder features (``motionprop transfer``'s ENCODER syntax, e.g. a CMP checkpoint or
+``random:resnet18:0``; ``--feature-layer previous`` reads ResNet layer3): the features are L2-normalized at
+stride 8, reduced to their first 32 principal components per image and upsampled bilinearly, so
+``|f(pixel) - f(point)|^2`` is about ``2 - 2 cos``. Do CMP's features know which pixels move together
+better than colour does? A random-init encoder is the control.
+
 ``--oracle W[,W...]`` adds a headroom measurement, not a method: ``oracle W`` is the geodesic IDW-4
 fill whose cost is ``1 + W x`` the gradient of the Gaussian-smoothed TRUE flow (its motion
 boundaries, in px of flow per px), i.e. what a fill could reach if the image's edges were exactly the
@@ -98,8 +106,36 @@ def image_fills(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float],
     return fills, distance
 
 
+def feature_map(encoder, image: np.ndarray, components: int = 32) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> (1, components, H, W): the encoder's L2-normalized stride-8 features, projected on
+    their first principal components (centred per image) and upsampled bilinearly."""
+    from motionprop.evaluation.benchmark import extract_features
+    from motionprop.evaluation.propagation import normalize_features
+
+    feats = normalize_features(extract_features(encoder, image[None], 1))[0]     # (C, h, w)
+    c, h, w = feats.shape
+    flat = feats.reshape(c, h * w).T                                              # (n, C)
+    centred = flat - flat.mean(dim=0, keepdim=True)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    projected = (centred @ v[:min(components, c)].T).T.reshape(1, -1, h, w)
+    return torch.nn.functional.interpolate(projected, size=image.shape[:2], mode="bilinear", align_corners=False)
+
+
+def load_feature_encoders(texts: Sequence[str], layer: str) -> dict[str, object]:
+    """{ENCODER text: FrozenEncoder} (the first seed of a random: spec); exits with one line if one cannot be read."""
+    from motionprop.errors import MotionpropError
+    from motionprop.evaluation.benchmark import TransferSettings, _load
+    from motionprop.evaluation.encoders import parse_encoder
+
+    settings = TransferSettings(features=layer).validate()
+    try:
+        return {text: _load(parse_encoder(text), settings)[0] for text in texts}
+    except MotionpropError as exc:
+        sys.exit(f"bench_fills: --features: {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from motionprop.models.geodesic import geodesic_idw
+    from motionprop.models.geodesic import edge_cost, geodesic_idw
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS-layout root")
@@ -110,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--colour", default="", metavar="S[,S...]",
                         help="also geodesic fills (first --geodesic weight) whose weights are multiplied by a Gaussian "
                              "of the Lab colour difference to the point, these sigmas (Lab units)")
+    parser.add_argument("--features", default="", metavar="ENCODER[,ENCODER...]",
+                        help="also geodesic fills (first --geodesic weight) whose weights are multiplied by a Gaussian "
+                             "of the feature distance to the point, for each of these frozen encoders")
+    parser.add_argument("--feature-sigma", default="0.2,0.4,0.8", metavar="S[,S...]",
+                        help="sigmas of the feature term (distances of unit vectors, 0-2; default: 0.2,0.4,0.8)")
+    parser.add_argument("--feature-layer", choices=("last", "previous"), default="previous",
+                        help="as motionprop transfer's --features (default: previous = ResNet layer3)")
     parser.add_argument("--oracle", default="", metavar="W[,W...]",
                         help="also the geodesic fills on the true flow's motion boundaries (headroom), these weights")
     parser.add_argument("--cache", type=Path, default=None, help="flow cache (default: ROOT/.bench_cache)")
@@ -130,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         sigmas = [float(w) for w in args.colour.split(",") if w.strip()]
     except ValueError:
         sys.exit(f"bench_fills: --colour must be comma-separated numbers, got {args.colour!r}")
-    if sigmas and not weights:
-        sys.exit("bench_fills: --colour needs a --geodesic weight")
+    try:
+        feature_sigmas = [float(w) for w in args.feature_sigma.split(",") if w.strip()]
+    except ValueError:
+        sys.exit(f"bench_fills: --feature-sigma must be comma-separated numbers, got {args.feature_sigma!r}")
+    if (sigmas or args.features) and not weights:
+        sys.exit("bench_fills: --colour and --features need a --geodesic weight")
+    encoders = load_feature_encoders([t for t in args.features.split(",") if t.strip()], args.feature_layer)
     cache = args.cache or args.davis / ".bench_cache"
     pairs = real.make_pairs(real.clip_folders(args.davis, None), 192, 2, 4, cache)
     print(f"{len(pairs)} pairs from {args.davis}")
@@ -139,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         errors: dict[str, list[float]] = {}
         for pair, flow, sparse in real.pair_tensors(pairs, density, 0):
             fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas)
+            if encoders:
+                cost = edge_cost(torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255, weights[0])
+            for text, encoder in encoders.items():
+                feats = feature_map(encoder, pair["image"])
+                for sigma in feature_sigmas:
+                    fills[f"geodesic {weights[0]:g} features {text} {sigma:g}"] = geodesic_idw(
+                        sparse[None], cost, power=4.0, colour=feats, colour_sigma=sigma)[0]
             if oracles:
                 boundaries = motion_boundaries(flow[None])
                 coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(boundaries, 8),

@@ -43,11 +43,10 @@ from motionprop.evaluation.propagation import (labels_at, normalize_features, on
 from motionprop.evaluation.report import sign_flip_p  # noqa: E402
 
 
-def ground_truth_context(features: torch.Tensor, labels: np.ndarray, num_labels: int, settings: TransferSettings,
-                         weight_share: list[torch.Tensor] | None = None) -> np.ndarray:
+def ground_truth_context(features: torch.Tensor, labels: np.ndarray, num_labels: int, settings: TransferSettings
+                         ) -> np.ndarray:
     """Hard labels (T, H, W) of every frame from the ground truth of its context frames (frame 0 and the
-    ``context_frames`` before it), with the protocol's step; frame 0 is its own ground truth.
-    ``weight_share`` as in ``propagate_step``."""
+    ``context_frames`` before it), with the protocol's step; frame 0 is its own ground truth."""
     cfg = settings.propagation
     feats = normalize_features(features)
     t_len, c, h, w = feats.shape
@@ -60,7 +59,7 @@ def ground_truth_context(features: torch.Tensor, labels: np.ndarray, num_labels:
     for t in range(1, t_len):
         context = [0] + list(range(max(1, t - cfg.context_frames), t))
         soft = propagate_step(flat[t], flat[context], truth[context], window, cfg.topk, cfg.temperature,
-                              cfg.query_chunk, weight_share)
+                              cfg.query_chunk)
         out[t] = labels_at(soft.reshape(1, num_labels, h, w), labels.shape[1:])[0]
     return out
 
@@ -93,21 +92,19 @@ def drift_statistics(share: list[torch.Tensor], soft: torch.Tensor, hard: np.nda
 
 def score_encoder(encoder, label: str, data, settings: TransferSettings) -> dict[str, dict[str, float]]:
     """{clip: {"ground_truth_context": J&F, "own_predictions": J&F, drift statistics...}} for one frozen encoder;
-    the statistics (``drift_statistics``) are of the protocol's own predictions, and
-    ``gt_first_frame_weight`` the first frame's weight share with ground-truth context."""
+    the statistics (``drift_statistics``) are of the protocol's own predictions (the weights depend on the
+    features alone, so they are the same with ground-truth context)."""
     out = {}
     for item in data:
         features = extract_features(encoder, item.frames, settings.batch_size)
         labels = np.where(item.labels == 255, 0, item.labels).astype(np.uint8)
         num_labels = int(labels.max()) + 1
-        gt_share: list[torch.Tensor] = []
-        oracle = ground_truth_context(features, labels, num_labels, settings, gt_share)
+        oracle = ground_truth_context(features, labels, num_labels, settings)
         share: list[torch.Tensor] = []
         soft = propagate_clip(features, labels[0], num_labels, settings.propagation, share)
         own = labels_at(soft, item.mask_size)
         out[item.clip.name] = {"ground_truth_context": clip_jf(oracle, item.labels),
                                "own_predictions": clip_jf(own, item.labels),
-                               "gt_first_frame_weight": float(np.mean([s[0] for s in gt_share])),
                                **drift_statistics(share, soft, own, item.labels)}
         print(f"  {label} {item.clip.name}: "
               f"{100 * out[item.clip.name]['ground_truth_context']:.1f} / "
@@ -148,10 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"| {text} | " + " | ".join(cells) + f" | {100 * means[0]:.1f} / {100 * means[1]:.1f} |")
     print(f"J&F (%) with ground-truth context / with its own predictions (the protocol), features: {args.features}")
     print("\n".join(lines))
-    print("\nWhere the labels come from (means over clips; the protocol's own predictions unless said):")
-    keys = ("gt_first_frame_weight", "first_frame_weight", "previous_frame_weight", "entropy", "area_ratio")
-    print("| encoder | first-frame weight, ground-truth context | first-frame weight | previous-frame weight "
-          "| soft-label entropy | predicted / true area |")
+    print("\nWhere the protocol's labels come from (means over clips):")
+    keys = ("first_frame_weight", "previous_frame_weight", "entropy", "area_ratio")
+    print("| encoder | first-frame weight | previous-frame weight | soft-label entropy | predicted / true area |")
     print("|---|" + "---:|" * len(keys))
     for text, per_clip in results.items():
         print(f"| {text} | " + " | ".join(f"{np.nanmean([per_clip[c][k] for c in names]):.3f}" for k in keys) + " |")

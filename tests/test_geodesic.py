@@ -123,6 +123,30 @@ def test_the_colour_term_pulls_pixels_to_the_point_of_their_colour():
     assert (coloured[0, :, 35, 35] == torch.tensor([6.0, 0.0])).all()
 
 
+def test_bench_fills_feature_map_keeps_the_distances_of_features_that_span_few_directions(load_benchmark):
+    """Features with two values (left/right half) are rank 1 once centred: the 32 principal components keep
+    their distance exactly, and the map is upsampled to the image."""
+    from motionprop.evaluation.encoders import FrozenEncoder
+
+    bench = load_benchmark("bench_fills")
+    a, b = torch.nn.functional.normalize(torch.randn(2, 64), dim=1)
+
+    class Halves(torch.nn.Module):
+        def forward(self, image):
+            out = torch.empty(image.shape[0], 64, image.shape[2] // 8, image.shape[3] // 8)
+            half = out.shape[3] // 2
+            out[..., :half] = a[:, None, None]
+            out[..., half:] = b[:, None, None]
+            return out
+
+    encoder = FrozenEncoder(Halves(), "test", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "test", "test")
+    feats = bench.feature_map(encoder, np.zeros((32, 64, 3), np.uint8))
+    assert feats.shape[-2:] == (32, 64)
+    distance = (feats[0, :, 16, 2] - feats[0, :, 16, 61]).square().sum()
+    assert float(distance) == pytest.approx(float((a - b).square().sum()), rel=1e-4)
+    assert float((feats[0, :, 3, 2] - feats[0, :, 28, 10]).abs().max()) < 1e-5
+
+
 GEODESIC = dict(guidance_input="dense", prediction="residual", residual_base="geodesic", idw_power=4.0,
                 flow_loss="smooth_l1", geodesic_weight=40.0, geodesic_cells=32)
 
