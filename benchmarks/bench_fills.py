@@ -77,11 +77,13 @@ def watershed_fill(gradient: np.ndarray, sparse: torch.Tensor) -> torch.Tensor:
 
 
 def image_fills(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float], weights: Sequence[float],
-                sigmas: Sequence[float] = ()) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                sigmas: Sequence[float] = (), feature_maps: dict[str, torch.Tensor] | None = None,
+                feature_sigmas: Sequence[float] = ()) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The non-learned fills (2, H, W) of ``sparse`` on RGB uint8 ``image``, by name, and the distance map (1, H, W).
 
-    Names: ``IDW-4``, ``watershed``, ``blend R`` per radius, ``geodesic W`` per weight and, with
-    ``sigmas``, ``geodesic W colour S`` for the first weight (each edge cost computed once).
+    Names: ``IDW-4``, ``watershed``, ``blend R`` per radius, ``geodesic W`` per weight and, for the first
+    weight, ``geodesic W colour S`` per sigma of ``sigmas`` and ``geodesic W features NAME S`` per feature map
+    (``feature_map``) and sigma of ``feature_sigmas`` (each edge cost computed once).
     """
     from motionprop.baselines import idw_fill
     from motionprop.models.geodesic import edge_cost, geodesic_idw
@@ -103,6 +105,10 @@ def image_fills(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float],
         for sigma in sigmas:
             fills[f"geodesic {weights[0]:g} colour {sigma:g}"] = geodesic_idw(
                 sparse[None], costs[weights[0]], power=4.0, colour=lab, colour_sigma=sigma)[0]
+    for name, feats in (feature_maps or {}).items():
+        for sigma in feature_sigmas:
+            fills[f"geodesic {weights[0]:g} features {name} {sigma:g}"] = geodesic_idw(
+                sparse[None], costs[weights[0]], power=4.0, colour=feats, colour_sigma=sigma)[0]
     return fills, distance
 
 
@@ -135,7 +141,7 @@ def load_feature_encoders(texts: Sequence[str], layer: str) -> dict[str, object]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from motionprop.models.geodesic import edge_cost, geodesic_idw
+    from motionprop.models.geodesic import geodesic_idw
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS-layout root")
@@ -186,14 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     for density in densities:
         errors: dict[str, list[float]] = {}
         for pair, flow, sparse in real.pair_tensors(pairs, density, 0):
-            fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas)
-            if encoders:
-                cost = edge_cost(torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255, weights[0])
-            for text, encoder in encoders.items():
-                feats = feature_map(encoder, pair["image"])
-                for sigma in feature_sigmas:
-                    fills[f"geodesic {weights[0]:g} features {text} {sigma:g}"] = geodesic_idw(
-                        sparse[None], cost, power=4.0, colour=feats, colour_sigma=sigma)[0]
+            feature_maps = {text: feature_map(encoder, pair["image"]) for text, encoder in encoders.items()}
+            fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas, feature_maps, feature_sigmas)
             if oracles:
                 boundaries = motion_boundaries(flow[None])
                 coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(boundaries, 8),

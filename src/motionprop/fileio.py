@@ -14,9 +14,11 @@ alive or on another host, so its temporaries are never touched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -57,8 +59,6 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     swapped out only once the new one is complete (renamed aside, the new one
     renamed in, the old one deleted), so a failure leaves the old folder whole.
     """
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), dir=path.parent))
@@ -87,8 +87,6 @@ NEARLY_FULL_BYTES = 64 * 2**20
 
 def free_bytes(path: str | os.PathLike) -> int:
     """Bytes free for this user on the disk of ``path`` (an existing file or folder)."""
-    import shutil
-
     return shutil.disk_usage(path).free
 
 
@@ -99,8 +97,6 @@ def full_disk_error(path: Path, exc: BaseException) -> OSError | None:
     exception types, recognised here by the disk being nearly full when they failed. Either way the
     user gets one line naming the output and the free space, and knows the old output is intact.
     """
-    import errno
-
     from .errors import MotionpropError
 
     if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, MotionpropError)):
@@ -172,8 +168,6 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False,
     ``recursive`` also searches sub-folders (not inside temporary folders);
     ``target`` keeps to the temporaries of that one name.
     """
-    import shutil
-
     candidates = []
     for parent, dirs, names in os.walk(folder):
         for name in [*dirs, *names]:

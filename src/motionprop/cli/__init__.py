@@ -85,7 +85,7 @@ def _one_line(exc: BaseException) -> str:
         return "input nested too deeply to read"
     from ..errors import MotionpropError, os_error_message
 
-    if isinstance(exc, OSError) and not isinstance(exc, MotionpropError) and exc.strerror:
+    if isinstance(exc, OSError) and not isinstance(exc, MotionpropError):
         return os_error_message(exc)
     return " ".join(str(exc).split()) or type(exc).__name__
 

@@ -621,8 +621,6 @@ def _counting_skipped(batches: Iterator[dict[str, torch.Tensor]], count: list[in
 def _save_failed(exc: OSError | None, iteration: int, run_dir: Path) -> TrainingStopped:
     """The one-line error of a checkpoint that could not be written (``exc``: the main process's error; None on
     the other processes), with where training can resume from."""
-    from .checkpoints import list_checkpoints
-
     if exc is None:
         return TrainingStopped(f"the main process could not save the checkpoint of iteration {iteration} (its "
                                "message says why)")
