@@ -125,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--working-size", type=int, default=None,
                         help="short side the network sees (default: data.short_size of its training, as Propagator)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask = score > threshold")
+    parser.add_argument("--border-per-side", type=float, default=None,
+                        help="border still points per short side (default: annotate's, BORDER_STILL_PER_SIDE)")
     parser.add_argument("--flood-tol", type=int, default=12, help="flood fill tolerance per channel")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                         help="the network's arithmetic (Propagator(precision=...); default: fp32)")
@@ -135,11 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from motionprop import load_model
-    from motionprop.apps.annotate import annotate
+    from motionprop.apps.annotate import BORDER_STILL_PER_SIDE, annotate
     from motionprop.apps.propagate import Propagator, load_image
     from motionprop.apps.refine import click_discs, grabcut, refine_mask
 
     torch.set_num_threads(args.threads)
+    if args.border_per_side is not None and args.border_per_side <= 0:
+        parser.error(f"--border-per-side must be positive, got {args.border_per_side:g}")
     if args.davis is not None:
         from motionprop.errors import MotionpropError
 
@@ -168,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             image = load_image(frame)
             propagator.set_image(image)
             current = frame
-        result = annotate(propagator, [click], negative, velocity=args.velocity, threshold=args.threshold)
+        result = annotate(propagator, [click], negative, velocity=args.velocity, threshold=args.threshold,
+                          border_per_side=args.border_per_side or BORDER_STILL_PER_SIDE)
         disc = disc_mask(truth.shape, click, mean_area)
         outside = ~disc_mask(truth.shape, click, 4 * mean_area) | click_discs(truth.shape, negative)
         masks = {"cmp": result.mask,
@@ -187,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:12s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "
               f"IoU > 0.5: {100 * (values > 0.5).mean():.0f} %   "
               f"median mask area / object area {np.median(areas[name]):.2f}")
+    for method, baseline in (("cmp", "disc"), ("cmp+grabcut", "disc+grabcut")):
+        difference = np.array(scores[method]) - np.array(scores[baseline])
+        print(f"  {method} - {baseline} per object: mean {difference.mean():+.3f}, "
+              f"better on {(difference > 0).sum()} of {len(difference)}")
     return 0
 
 

@@ -287,16 +287,52 @@ class _Recorder:
         return flows
 
 
-@pytest.mark.parametrize("residual, border_still, expected", [(True, None, 8), (False, None, 0), (False, True, 8),
-                                                              (True, False, 0)])
-def test_border_still_points_are_added_for_residual_networks_or_on_request(residual, border_still, expected):
+@pytest.mark.parametrize("residual, border_still, added", [(True, None, True), (False, None, False),
+                                                           (False, True, True), (True, False, False)])
+def test_border_still_points_are_added_for_residual_networks_or_on_request(residual, border_still, added):
     from motionprop.apps.annotate import border_points
 
     recorder = _Recorder(residual)
     annotate(recorder, [(50, 30)], [(5, 5)], border_still=border_still)
     assert len(recorder.sets) == 4
     for guidance in recorder.sets:
-        assert len(guidance.still_points) == 1 + expected
-        if expected:
+        if added:
             assert np.array_equal(guidance.still_points[1:], border_points(100, 60))
-            assert {(0, 0), (99, 59), (49.5, 0), (0, 29.5)} <= {tuple(p) for p in guidance.still_points.tolist()}
+        else:
+            assert len(guidance.still_points) == 1
+
+
+@pytest.mark.parametrize("width, height", [(100, 60), (256, 192), (854, 480), (3, 3)])
+def test_border_points_ring_the_image_at_a_twelfth_of_its_short_side(width, height):
+    from motionprop.apps.annotate import BORDER_STILL_PER_SIDE, border_points
+
+    points = border_points(width, height)
+    x, y = points[:, 0], points[:, 1]
+    on_border = (x == 0) | (x == width - 1) | (y == 0) | (y == height - 1)
+    assert on_border.all() and (x >= 0).all() and (x <= width - 1).all() and (y >= 0).all() and (y <= height - 1).all()
+    corners = {(0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1)}
+    assert corners <= {tuple(p) for p in points.tolist()}
+    assert len({tuple(p) for p in points.tolist()}) == len(points)  # no point twice
+    spacing = max(1.0, (min(width, height) - 1) / BORDER_STILL_PER_SIDE)
+    for along in (np.sort(x[y == 0]), np.sort(y[x == 0])):  # neighbours along the top and the left edge
+        gaps = np.diff(along)
+        assert gaps.max() <= 1.5 * spacing and gaps.min() >= 0.5 * spacing
+
+
+def test_border_points_do_not_depend_on_the_resolution():
+    from motionprop.apps.annotate import border_points
+
+    small, large = border_points(213, 120), border_points(853, 481)
+    assert len(small) == len(large)
+    assert np.allclose(small / [212, 119], large / [852, 480])
+
+
+def test_border_per_side_sets_how_many_still_points_ring_the_image():
+    from motionprop.apps.annotate import border_points
+
+    recorder = _Recorder(True)
+    annotate(recorder, [(50, 30)], border_per_side=3)
+    assert np.array_equal(recorder.sets[0].still_points, border_points(100, 60, 3))
+    assert len(border_points(100, 60, 3)) < len(border_points(100, 60))
+    with pytest.raises(InputError, match="border_per_side"):
+        annotate(recorder, [(50, 30)], border_per_side=0)

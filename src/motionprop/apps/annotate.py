@@ -35,6 +35,7 @@ DEFAULT_VELOCITY = 30.0
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_ZOOM = 4.0
 MIN_ZOOM_SIDE = 32  # px of the image: a zoom box never gets smaller than this
+BORDER_STILL_PER_SIDE = 12  # border still points: one every 1/12 of the short side (16 px at 192)
 
 _DIRECTIONS = ((1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0))
 
@@ -103,14 +104,15 @@ def zoom_box(positive: np.ndarray, negative: np.ndarray, width: int, height: int
 
 def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: float = DEFAULT_VELOCITY,
              threshold: float = DEFAULT_THRESHOLD, zoom: float | None = None,
-             border_still: bool | None = None, refine: str = "none") -> Annotation:
+             border_still: bool | None = None, border_per_side: float = BORDER_STILL_PER_SIDE,
+             refine: str = "none") -> Annotation:
     """Mask of the object under the ``positive`` clicks (x, y) of the propagator's current image.
 
     ``negative`` clicks mark pixels outside the object (still points).
     ``velocity`` is the probe speed in pixels of the working size; ``zoom``
     (e.g. 4) enables the zoom-in for small objects. ``border_still`` adds
-    still points at the corners and edge midpoints of the image the network
-    sees (the background rarely moves with the object); None: only for
+    still points all along the border of the image the network sees
+    (:func:`border_points`, ``border_per_side`` of them along the short side) (the background rarely moves with the object); None: only for
     networks whose flow starts from an interpolation of the guidance
     (``model.prediction: residual``), which moves the whole image with a
     lone click. ``refine="grabcut"`` snaps the mask to the image's colours
@@ -134,9 +136,12 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     if both:
         x, y = sorted(both)[0]
         raise InputError(f"pixel ({x:g}, {y:g}) is both a positive and a negative click: remove one")
+    if border_per_side <= 0:
+        raise InputError(f"border_per_side must be positive, got {border_per_side}")
     if border_still is None:
         border_still = bool(getattr(getattr(propagator, "model", None), "residual", False))
-    result = _motion_mask(propagator, positive, negative, velocity, threshold, zoom, border_still)
+    border = border_per_side if border_still else 0.0
+    result = _motion_mask(propagator, positive, negative, velocity, threshold, zoom, border)
     if refine == "grabcut":
         from .refine import refine_mask
 
@@ -145,37 +150,49 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
 
 
 def _motion_mask(propagator: Any, positive: np.ndarray, negative: np.ndarray, velocity: float, threshold: float,
-                 zoom: float | None, border_still: bool) -> Annotation:
+                 zoom: float | None, border: float) -> Annotation:
     """The paper's mask of :func:`annotate`, zoomed in on the clicks when ``zoom`` gives a box."""
     from .propagate import Propagator
 
     height, width = propagator.image_size
     box = zoom_box(positive, negative, width, height, zoom) if zoom else None
     if box is None:
-        return Annotation(*_probe(propagator, positive, negative, velocity, threshold, border_still))
+        return Annotation(*_probe(propagator, positive, negative, velocity, threshold, border))
     x0, y0, x1, y1 = box
     crop = Propagator(propagator.model, propagator.working_size, propagator.batch_size,
                       propagator.use_cached_decoder, channels_last=getattr(propagator, "channels_last", False),
                       precision=getattr(propagator, "precision", "fp32"))
     crop.set_image(propagator.image[y0:y1, x0:x1])
     offset = np.array([x0, y0], np.float64)
-    _, crop_score = _probe(crop, positive - offset, negative - offset, velocity, threshold, border_still)
+    _, crop_score = _probe(crop, positive - offset, negative - offset, velocity, threshold, border)
     score = np.zeros((height, width), np.float32)
     score[y0:y1, x0:x1] = crop_score
     return Annotation(score > threshold, score, box)
 
 
-def border_points(width: int, height: int) -> np.ndarray:
-    """(8, 2) (x, y): the corners and edge midpoints of a ``width`` x ``height`` image."""
-    xs, ys = (0, (width - 1) / 2, width - 1), (0, (height - 1) / 2, height - 1)
-    return np.array([(x, y) for y in ys for x in xs if (x, y) != xs[1:2] + ys[1:2]], np.float64)
+def border_points(width: int, height: int, per_short_side: float = BORDER_STILL_PER_SIDE) -> np.ndarray:
+    """(N, 2) (x, y): still points all along the border of a ``width`` x ``height`` image, corners included.
+
+    Spaced evenly, about ``min(width, height) / per_short_side`` apart, so the
+    same picture at any resolution gets the same points. A ring of still
+    points tells a residual network that the background stays put everywhere,
+    not only at a few spots (chosen on the synthetic validation clips, see
+    docs/apps.md).
+    """
+    spacing = max(1.0, (min(width, height) - 1) / per_short_side)
+    xs = np.linspace(0, width - 1, max(2, round((width - 1) / spacing) + 1))
+    ys = np.linspace(0, height - 1, max(2, round((height - 1) / spacing) + 1))
+    top, bottom = [(x, 0.0) for x in xs], [(x, height - 1.0) for x in xs]
+    left, right = [(0.0, y) for y in ys[1:-1]], [(width - 1.0, y) for y in ys[1:-1]]
+    return np.array(top + bottom + left + right, np.float64)
 
 
 def _probe(propagator: Any, positive: np.ndarray, negative: np.ndarray, velocity: float, threshold: float,
-           border_still: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    if border_still:
+           border: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, score) of the four probes; ``border`` > 0 adds that many still points per short side along the border."""
+    if border > 0:
         height, width = propagator.image_size
-        negative = np.concatenate([negative, border_points(width, height)])
+        negative = np.concatenate([negative, border_points(width, height, border)])
     sx, sy = propagator.scale
     flows = propagator.propagate_batch(probe_guidance(positive, negative, (velocity / sx, velocity / sy)))
     score = motion_score(flows)

@@ -122,7 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--velocity", type=float, default=30.0,
                    help="probe speed in pixels of the working size (default: 30, as the original demo)")
     p.add_argument("--border-still", action=argparse.BooleanOptionalAction, default=None,
-                   help="add still points at the image's corners and edge midpoints (default: only for "
+                   help="add still points all along the image's border, one every 1/12 of its short side "
+                   "(default: only for "
                    "residual networks, whose interpolated guidance moves the whole image with one click)")
     p.add_argument("--zoom", type=float, nargs="?", const=4.0, metavar="FACTOR",
                    help="zoom in on small objects: run on a crop FACTOR times the clicks' extent "
