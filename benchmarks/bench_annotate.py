@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="short side the network sees (default: data.short_size of its training, as Propagator)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask = score > threshold")
     parser.add_argument("--border-per-side", type=float, default=None,
-                        help="border still points per short side (default: annotate's, BORDER_STILL_PER_SIDE)")
+                        help="border still points per short side (default: annotate's)")
     parser.add_argument("--flood-tol", type=int, default=12, help="flood fill tolerance per channel")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                         help="the network's arithmetic (Propagator(precision=...); default: fp32)")
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from motionprop import load_model
-    from motionprop.apps.annotate import BORDER_STILL_PER_SIDE, annotate
+    from motionprop.apps.annotate import annotate
     from motionprop.apps.propagate import Propagator, load_image
     from motionprop.apps.refine import click_discs, grabcut, refine_mask
 
@@ -164,8 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores: dict[str, list[float]] = {name: [] for name in ("cmp", "cmp+grabcut", "disc", "disc+grabcut", "flood")}
     areas: dict[str, list[float]] = {name: [] for name in scores}  # mask area / object area
     current = None
+    touching = []  # objects that reach the image's border (border still points may fall on them)
     for frame, labels, index in found:
         truth = labels == index
+        touching.append(bool(truth[0].any() or truth[-1].any() or truth[:, 0].any() or truth[:, -1].any()))
         click = interior_point(truth)
         negative = [interior_point(labels == 0)] if args.negative else []
         if frame != current:
@@ -173,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             propagator.set_image(image)
             current = frame
         result = annotate(propagator, [click], negative, velocity=args.velocity, threshold=args.threshold,
-                          border_per_side=args.border_per_side or BORDER_STILL_PER_SIDE)
+                          border_per_side=args.border_per_side)
         disc = disc_mask(truth.shape, click, mean_area)
         outside = ~disc_mask(truth.shape, click, 4 * mean_area) | click_discs(truth.shape, negative)
         masks = {"cmp": result.mask,
@@ -192,6 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:12s} mean IoU {values.mean():.3f}   median {np.median(values):.3f}   "
               f"IoU > 0.5: {100 * (values > 0.5).mean():.0f} %   "
               f"median mask area / object area {np.median(areas[name]):.2f}")
+    touching = np.array(touching)
+    for name, group in (("touching the border", touching), ("inside the image", ~touching)):
+        if group.any():
+            print(f"  objects {name} ({group.sum()}): " + ", ".join(
+                f"{method} {np.array(scores[method])[group].mean():.3f}" for method in ("cmp", "disc", "cmp+grabcut")))
     for method, baseline in (("cmp", "disc"), ("cmp+grabcut", "disc+grabcut")):
         difference = np.array(scores[method]) - np.array(scores[baseline])
         print(f"  {method} - {baseline} per object: mean {difference.mean():+.3f}, "

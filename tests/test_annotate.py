@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import cv2
@@ -265,6 +266,7 @@ def test_cli_errors(checkpoint, tmp_path, capsys):
                           (base + ["--positive", "310,10"], "outside the 300x200"),
                           (base + ["--positive", "10"], "--positive"),
                           (base + ["--positive", "10,10", "--indexed"], "batch mode"),
+                          (base + ["--positive", "10,10", "--border-per-side", "0"], "border_per_side must be positive"),
                           (["annotate", "--checkpoint", str(checkpoint), "--batch", str(bad_batch),
                             "--out", str(tmp_path / "o")], "images[1].objects[0]")):
         assert main(argv) == 2
@@ -336,3 +338,48 @@ def test_border_per_side_sets_how_many_still_points_ring_the_image():
     assert len(border_points(100, 60, 3)) < len(border_points(100, 60))
     with pytest.raises(InputError, match="border_per_side"):
         annotate(recorder, [(50, 30)], border_per_side=0)
+
+
+class _BatchRecorder(_Recorder):
+    """The recorder for batch mode: takes the image's size from the file it is given."""
+
+    def set_image(self, path):
+        self.image = cv2.imread(str(path))[..., ::-1]
+        self.image_size = self.image.shape[:2]
+
+    def propagate_batch(self, sets):
+        self.sets += sets
+        height, width = self.image_size
+        flows = np.zeros((len(sets), height, width, 2), np.float32)
+        flows[:, height // 2, width // 2] = 1.0
+        return flows
+
+
+@pytest.mark.parametrize("border_still, per_side", [(None, None), (False, None), (None, 3)])
+def test_batch_mode_passes_the_border_still_points_on(tmp_path, border_still, per_side):
+    from motionprop.apps.annotate import border_points
+
+    recorder = _BatchRecorder(True)
+    annotate_batch(recorder, write_batch(tmp_path), tmp_path / "out", border_still=border_still,
+                   border_per_side=per_side)
+    height, width = recorder.image_size
+    first = recorder.sets[0]  # the first object: one positive click, no negative one
+    if border_still is False:
+        assert len(first.still_points) == 0
+    else:
+        assert np.array_equal(first.still_points, border_points(width, height, per_side or 12))
+
+
+def test_cli_batch_mode_hands_its_border_options_to_the_batch(checkpoint, tmp_path, monkeypatch):
+    annotate_module = importlib.import_module("motionprop.apps.annotate")  # the package exports a function so named
+    seen = {}
+
+    def fake_batch(propagator, images, out, **kwargs):
+        seen.update(kwargs)
+        return annotate_module.BatchSummary(images=0, objects=0, masks=[], coco=None)
+
+    monkeypatch.setattr(annotate_module, "annotate_batch", fake_batch)
+    code = main(["annotate", "--checkpoint", str(checkpoint), "--batch", str(write_batch(tmp_path)),
+                 "--out", str(tmp_path / "o"), "--no-border-still", "--border-per-side", "5", "--no-progress"])
+    assert code == 0
+    assert seen["border_still"] is False and seen["border_per_side"] == 5

@@ -104,7 +104,7 @@ def zoom_box(positive: np.ndarray, negative: np.ndarray, width: int, height: int
 
 def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: float = DEFAULT_VELOCITY,
              threshold: float = DEFAULT_THRESHOLD, zoom: float | None = None,
-             border_still: bool | None = None, border_per_side: float = BORDER_STILL_PER_SIDE,
+             border_still: bool | None = None, border_per_side: float | None = None,
              refine: str = "none") -> Annotation:
     """Mask of the object under the ``positive`` clicks (x, y) of the propagator's current image.
 
@@ -112,7 +112,8 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     ``velocity`` is the probe speed in pixels of the working size; ``zoom``
     (e.g. 4) enables the zoom-in for small objects. ``border_still`` adds
     still points all along the border of the image the network sees
-    (:func:`border_points`, ``border_per_side`` of them along the short side) (the background rarely moves with the object); None: only for
+    (:func:`border_points`, ``border_per_side`` of them along the short side;
+    None: ``BORDER_STILL_PER_SIDE``) (the background rarely moves with the object); None: only for
     networks whose flow starts from an interpolation of the guidance
     (``model.prediction: residual``), which moves the whole image with a
     lone click. ``refine="grabcut"`` snaps the mask to the image's colours
@@ -136,6 +137,8 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     if both:
         x, y = sorted(both)[0]
         raise InputError(f"pixel ({x:g}, {y:g}) is both a positive and a negative click: remove one")
+    if border_per_side is None:
+        border_per_side = BORDER_STILL_PER_SIDE
     if border_per_side <= 0:
         raise InputError(f"border_per_side must be positive, got {border_per_side}")
     if border_still is None:
@@ -334,6 +337,7 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
                    *, indexed: bool = False, coco_path: str | os.PathLike | None = None,
                    overlays: bool = False, velocity: float = DEFAULT_VELOCITY,
                    threshold: float = DEFAULT_THRESHOLD, zoom: float | None = None,
+                   border_still: bool | None = None, border_per_side: float | None = None,
                    refine: str = "none", progress: bool = False) -> BatchSummary:
     """Annotate every object of a batch file; write masks to ``out_dir`` and optionally a COCO JSON.
 
@@ -343,9 +347,12 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
     ``overlays``, ``NAME_overlay.png`` shows every object on the image. Output
     names are checked (unique, no input among them) before any network work;
     masks an earlier run wrote for these images and this run did not are deleted.
-    ``refine`` as in :func:`annotate`, for every object.
+    ``refine``, ``border_still`` and ``border_per_side`` as in :func:`annotate`, for every object.
     """
     from tqdm import tqdm
+
+    if border_per_side is not None and border_per_side <= 0:
+        raise InputError(f"border_per_side must be positive, got {border_per_side}")
 
     from .coco import CocoWriter
     from .propagate import write_rgb
@@ -370,7 +377,8 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
         results = []
         for k, obj in enumerate(image.objects, start=1):
             result = annotate(propagator, obj.positive, obj.negative, velocity=velocity, threshold=threshold,
-                              zoom=zoom, refine=refine)
+                              zoom=zoom, border_still=border_still, border_per_side=border_per_side,
+                              refine=refine)
             results.append(result)
             coco.add_mask(image_id, result.mask, obj.category, {"clicks": {
                 "positive": obj.positive.tolist(), "negative": obj.negative.tolist()}})
