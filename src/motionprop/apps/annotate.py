@@ -111,12 +111,12 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     ``negative`` clicks mark pixels outside the object (still points).
     ``velocity`` is the probe speed in pixels of the working size; ``zoom``
     (e.g. 4) enables the zoom-in for small objects. ``border_still`` adds
-    still points all along the border of the image the network sees
-    (:func:`border_points`, ``border_per_side`` of them along the short side;
-    None: ``BORDER_STILL_PER_SIDE``) (the background rarely moves with the object); None: only for
-    networks whose flow starts from an interpolation of the guidance
-    (``model.prediction: residual``), which moves the whole image with a
-    lone click. ``refine="grabcut"`` snaps the mask to the image's colours
+    still points all along the border of the image the network sees (the
+    background rarely moves with the object; :func:`border_points`,
+    ``border_per_side`` of them along the short side, None for
+    ``BORDER_STILL_PER_SIDE``); None: only for networks whose flow starts
+    from an interpolation of the guidance (``model.prediction: residual``),
+    which moves the whole image with a lone click. ``refine="grabcut"`` snaps the mask to the image's colours
     (:mod:`motionprop.apps.refine`; not the paper's method); the score stays the motion score.
     """
     from .refine import check_method
@@ -137,10 +137,7 @@ def annotate(propagator: Any, positive: Any, negative: Any = (), *, velocity: fl
     if both:
         x, y = sorted(both)[0]
         raise InputError(f"pixel ({x:g}, {y:g}) is both a positive and a negative click: remove one")
-    if border_per_side is None:
-        border_per_side = BORDER_STILL_PER_SIDE
-    if border_per_side <= 0:
-        raise InputError(f"border_per_side must be positive, got {border_per_side}")
+    border_per_side = _border_per_side(border_per_side)
     if border_still is None:
         border_still = bool(getattr(getattr(propagator, "model", None), "residual", False))
     border = border_per_side if border_still else 0.0
@@ -171,6 +168,15 @@ def _motion_mask(propagator: Any, positive: np.ndarray, negative: np.ndarray, ve
     score = np.zeros((height, width), np.float32)
     score[y0:y1, x0:x1] = crop_score
     return Annotation(score > threshold, score, box)
+
+
+def _border_per_side(value: float | None) -> float:
+    """The number of border still points per short side: ``value``, or the default for None; must be positive."""
+    if value is None:
+        return BORDER_STILL_PER_SIDE
+    if not value > 0:
+        raise InputError(f"border_per_side must be positive, got {value}")
+    return float(value)
 
 
 def border_points(width: int, height: int, per_short_side: float = BORDER_STILL_PER_SIDE) -> np.ndarray:
@@ -351,9 +357,7 @@ def annotate_batch(propagator: Any, batch: str | os.PathLike | Sequence[BatchIma
     """
     from tqdm import tqdm
 
-    if border_per_side is not None and border_per_side <= 0:
-        raise InputError(f"border_per_side must be positive, got {border_per_side}")
-
+    _border_per_side(border_per_side)  # a bad value stops the batch before any work
     from .coco import CocoWriter
     from .propagate import write_rgb
 
