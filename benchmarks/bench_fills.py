@@ -22,6 +22,14 @@ stride 8, reduced to their first 32 principal components per image and upsampled
 ``|f(pixel) - f(point)|^2`` is about ``2 - 2 cos``. Do CMP's features know which pixels move together
 better than colour does? A random-init encoder is the control.
 
+``--affine RIDGE[,RIDGE...]`` adds locally-affine fills (EpicFlow's interpolation): at every pixel, the affine motion
+fitted to the guidance by least squares weighted as the first ``--geodesic`` fill weights it, its linear part shrunk
+by RIDGE (large RIDGE = that geodesic fill). Camera zooms and rotations are affine; does the fill gain by it?
+
+``--loo`` adds two fills chosen per image from the guidance alone: every fill above (IDW-4, watershed, blend R,
+geodesic W) predicts each guidance point from the others; ``LOO choice`` takes the fill with the lowest mean error
+there, ``LOO blend`` weights the fills by ``softmax(-error / (0.25 x lowest error))``.
+
 ``--oracle W[,W...]`` adds a headroom measurement, not a method: ``oracle W`` is the geodesic IDW-4
 fill whose cost is ``1 + W x`` the gradient of the Gaussian-smoothed TRUE flow (its motion
 boundaries, in px of flow per px), i.e. what a fill could reach if the image's edges were exactly the
@@ -112,6 +120,83 @@ def image_fills(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float],
     return fills, distance
 
 
+def local_affine_fill(sparse: torch.Tensor, distances: torch.Tensor, ridge: float, power: float = 4.0,
+                      scale: float = 100.0) -> torch.Tensor:
+    """(2, H, W): at every pixel, the affine motion fitted to the guidance by weighted least squares (EpicFlow's
+    locally-weighted affine interpolation with IDW weights ``distance ** -power``).
+
+    ``distances`` (K, H, W) are the points' distances (``geodesic_point_distances``), in the order of
+    ``nonzero(sparse[2])``. The fit is centred on the pixel (offsets in units of ``scale`` px) and its linear part is
+    shrunk by ``ridge`` (the weights sum to 1 per pixel), so ``ridge`` -> infinity gives the IDW fill back; with ``ridge``
+    0 it is exact for an affine flow field (at least 3 points not on a line), and always at the guided pixels.
+    """
+    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
+    vectors = sparse[:2, gy, gx].float()                                              # (2, K)
+    _, height, width = distances.shape
+    weights = distances.double().clamp_min(1e-3).pow(-power)                          # (K, H, W)
+    weights /= weights.sum(dim=0, keepdim=True)  # float64 and unit sums: one point often outweighs the rest 1e6x
+    rows = torch.arange(height, dtype=torch.float64)
+    cols = torch.arange(width, dtype=torch.float64)
+    dx = (gx.double()[:, None, None] - cols[None, None, :]).expand_as(weights) / scale
+    dy = (gy.double()[:, None, None] - rows[None, :, None]).expand_as(weights) / scale
+    basis = torch.stack([torch.ones_like(dx), dx, dy])                                # (3, K, H, W)
+    normal = torch.einsum("akhw,bkhw,khw->hwab", basis, basis, weights)
+    normal = normal + ridge * torch.diag(torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+    right = torch.einsum("akhw,khw,ck->hwac", basis, weights, vectors.double())
+    solution = torch.linalg.solve(normal, right).float()                              # (H, W, 3, 2)
+    out = solution[:, :, 0, :].permute(2, 0, 1).contiguous()
+    out[:, gy, gx] = vectors
+    return out
+
+
+def leave_one_out(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float], weights: Sequence[float],
+                  power: float = 4.0) -> dict[str, torch.Tensor]:
+    """(2, K) per fill of ``image_fills`` (IDW-4, watershed, blend R, geodesic W): each guidance point's vector as that
+    fill predicts it from the other points, in the order of ``nonzero(sparse[2])``."""
+    from motionprop.models.geodesic import edge_cost, geodesic_point_distances
+
+    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
+    vectors = sparse[:2, gy, gx].float()
+    count = gy.numel()
+
+    def idw(between: torch.Tensor) -> torch.Tensor:  # between[j, i]: distance from point j to point i
+        w = between.clamp_min(1e-3).pow(-power)
+        w.fill_diagonal_(0)
+        return vectors @ w / w.sum(dim=0, keepdim=True)
+
+    euclid = ((gy[:, None] - gy[None]).float().square() + (gx[:, None] - gx[None]).float().square()).sqrt()
+    out = {"IDW-4": idw(euclid)}
+    gradient = lab_gradient(image)
+    shed = torch.zeros(2, count)
+    for i in range(count):
+        without = sparse.clone()
+        without[:, gy[i], gx[i]] = 0
+        shed[:, i] = watershed_fill(gradient, without)[:, gy[i], gx[i]]
+    out["watershed"] = shed
+    nearest_other = (euclid + torch.eye(count) * 1e9).min(dim=0).values
+    for radius in radii:
+        w = (nearest_other / radius).clamp(max=1.0)
+        out[f"blend {radius:g}"] = w * shed + (1 - w) * out["IDW-4"]
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    for weight in weights:
+        _, _, distances = geodesic_point_distances(sparse[None], edge_cost(rgb, weight))[0]
+        out[f"geodesic {weight:g}"] = idw(distances[:, gy, gx])
+    return out
+
+
+def loo_fills(fills: dict[str, torch.Tensor], predictions: dict[str, torch.Tensor], sparse: torch.Tensor,
+              temperature: float = 0.25) -> dict[str, torch.Tensor]:
+    """``LOO choice``: the fill whose leave-one-out error at the guidance points is lowest; ``LOO blend``: the fills
+    averaged with weights ``softmax(-error / (temperature x lowest error))``. Uses the guidance only."""
+    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
+    vectors = sparse[:2, gy, gx].float()
+    names = list(predictions)
+    errors = torch.tensor([(predictions[n] - vectors).norm(dim=0).mean().item() for n in names])
+    weights = torch.softmax(-errors / (temperature * errors.min().clamp_min(0.1)), dim=0)
+    return {"LOO choice": fills[names[int(errors.argmin())]],
+            "LOO blend": sum(w * fills[n] for w, n in zip(weights.tolist(), names))}
+
+
 def feature_map(encoder, image: np.ndarray, components: int = 32) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> (1, components, H, W): the encoder's L2-normalized stride-8 features, projected on
     their first principal components (centred per image) and upsampled bilinearly."""
@@ -141,7 +226,7 @@ def load_feature_encoders(texts: Sequence[str], layer: str) -> dict[str, object]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from motionprop.models.geodesic import geodesic_idw
+    from motionprop.models.geodesic import edge_cost, geodesic_idw, geodesic_point_distances
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS-layout root")
@@ -159,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="sigmas of the feature term (distances of unit vectors, 0-2; default: 0.2,0.4,0.8)")
     parser.add_argument("--feature-layer", choices=("last", "previous"), default="previous",
                         help="as motionprop transfer's --features (default: previous = ResNet layer3)")
+    parser.add_argument("--affine", default="", metavar="RIDGE[,RIDGE...]",
+                        help="also locally-affine fills (EpicFlow-style; the first --geodesic weight's distances), "
+                             "these ridges on the linear part (large = the geodesic fill)")
+    parser.add_argument("--loo", action="store_true",
+                        help="also fills chosen per image by their leave-one-out error at the guidance points")
     parser.add_argument("--oracle", default="", metavar="W[,W...]",
                         help="also the geodesic fills on the true flow's motion boundaries (headroom), these weights")
     parser.add_argument("--cache", type=Path, default=None, help="flow cache (default: ROOT/.bench_cache)")
@@ -183,8 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         feature_sigmas = [float(w) for w in args.feature_sigma.split(",") if w.strip()]
     except ValueError:
         sys.exit(f"bench_fills: --feature-sigma must be comma-separated numbers, got {args.feature_sigma!r}")
-    if (sigmas or args.features) and not weights:
-        sys.exit("bench_fills: --colour and --features need a --geodesic weight")
+    try:
+        ridges = [float(w) for w in args.affine.split(",") if w.strip()]
+    except ValueError:
+        sys.exit(f"bench_fills: --affine must be comma-separated numbers, got {args.affine!r}")
+    if (sigmas or args.features or ridges) and not weights:
+        sys.exit("bench_fills: --colour, --features and --affine need a --geodesic weight")
     encoders = load_feature_encoders([t for t in args.features.split(",") if t.strip()], args.feature_layer)
     cache = args.cache or args.davis / ".bench_cache"
     pairs = real.make_pairs(real.clip_folders(args.davis, None), 192, 2, 4, cache)
@@ -194,6 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         for pair, flow, sparse in real.pair_tensors(pairs, density, 0):
             feature_maps = {text: feature_map(encoder, pair["image"]) for text, encoder in encoders.items()}
             fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas, feature_maps, feature_sigmas)
+            points = int((sparse[2] > 0).sum())
+            if ridges and points:
+                rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
+                _, _, distances = geodesic_point_distances(sparse[None], edge_cost(rgb, weights[0]))[0]
+                for ridge in ridges:
+                    fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(sparse, distances, ridge)
+            if args.loo and points >= 2:
+                base = {k: v for k, v in fills.items() if k == "IDW-4" or k == "watershed" or k.startswith("blend ")
+                        or (k.startswith("geodesic ") and len(k.split()) == 2)}
+                fills.update(loo_fills(base, leave_one_out(pair["image"], sparse, radii, weights), sparse))
+            elif args.loo:  # fewer than two points: nothing to leave out
+                fills.update({"LOO choice": fills["IDW-4"], "LOO blend": fills["IDW-4"]})
             if oracles:
                 boundaries = motion_boundaries(flow[None])
                 coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(boundaries, 8),

@@ -14,7 +14,7 @@ from motionprop.apps.propagate import Propagator
 from motionprop.baselines import idw_fill
 from motionprop.config import Config, ModelConfig
 from motionprop.errors import ConfigError, InputError
-from motionprop.models.geodesic import edge_cost, geodesic_distances, geodesic_idw
+from motionprop.models.geodesic import edge_cost, geodesic_distances, geodesic_idw, geodesic_point_distances
 
 from test_guidance_encoding import SMALL, _zero_last_layer, random_sparse
 
@@ -145,6 +145,76 @@ def test_bench_fills_feature_map_keeps_the_distances_of_features_that_span_few_d
     distance = (feats[0, :, 16, 2] - feats[0, :, 16, 61]).square().sum()
     assert float(distance) == pytest.approx(float((a - b).square().sum()), rel=1e-4)
     assert float((feats[0, :, 3, 2] - feats[0, :, 28, 10]).abs().max()) < 1e-5
+
+
+def _striped_image(height: int = 48, width: int = 64) -> np.ndarray:
+    """RGB uint8 with a bright vertical band: an edge the geodesic fills see."""
+    image = np.full((height, width, 3), 40, np.uint8)
+    image[:, width // 3: width // 2] = 220
+    return image
+
+
+def test_point_distances_are_the_ones_geodesic_idw_weights():
+    sparse = random_sparse(batch=2, size=(40, 56), points=7)
+    image = torch.from_numpy(_striped_image(40, 56)).permute(2, 0, 1)[None].float() / 255
+    cost = edge_cost(image, 40.0)
+    fill = geodesic_idw(sparse, cost, power=4.0)
+    for b, (gy, gx, distances) in enumerate(geodesic_point_distances(sparse, cost)):
+        assert distances.shape == (gy.numel(), 40, 56)
+        assert torch.allclose(distances[torch.arange(gy.numel()), gy, gx], torch.zeros(gy.numel()), atol=1e-4)
+        weights = distances.clamp_min(1e-3).pow(-4.0)
+        expected = torch.einsum("khw,ck->chw", weights, sparse[b, :2, gy, gx]) / weights.sum(0)
+        expected[:, gy, gx] = sparse[b, :2, gy, gx]
+        assert torch.allclose(fill[b], expected, atol=1e-4)
+
+
+def test_bench_fills_local_affine_fill_is_exact_for_an_affine_motion_and_the_idw_fill_for_a_large_ridge(
+        load_benchmark):
+    bench = load_benchmark("bench_fills")
+    height, width = 40, 56
+    sparse = torch.zeros(4, height, width)
+    ys, xs = torch.tensor([3, 30, 12, 35, 20]), torch.tensor([5, 10, 40, 50, 28])
+    sparse[0, ys, xs] = 2.0 + 0.10 * xs - 0.05 * ys    # u = 2 + 0.1 x - 0.05 y: a zoom and a shear
+    sparse[1, ys, xs] = -1.0 + 0.02 * xs + 0.08 * ys
+    sparse[2:, ys, xs] = 1
+    image = torch.from_numpy(_striped_image(height, width)).permute(2, 0, 1)[None].float() / 255
+    cost = edge_cost(image, 40.0)
+    _, _, distances = geodesic_point_distances(sparse[None], cost)[0]
+    fill = bench.local_affine_fill(sparse, distances, ridge=0.0)
+    yy, xx = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
+    assert torch.allclose(fill[0], 2.0 + 0.10 * xx - 0.05 * yy, atol=1e-3)
+    assert torch.allclose(fill[1], -1.0 + 0.02 * xx + 0.08 * yy, atol=1e-3)
+    smooth = bench.local_affine_fill(sparse, distances, ridge=1e9)
+    assert torch.allclose(smooth, geodesic_idw(sparse[None], cost, power=4.0)[0], atol=1e-3)
+    assert not torch.allclose(fill, smooth, atol=0.1)
+
+
+def test_bench_fills_leave_one_out_predicts_each_point_as_the_fill_without_it(load_benchmark):
+    bench = load_benchmark("bench_fills")
+    image = _striped_image(40, 56)
+    sparse = random_sparse(batch=1, size=(40, 56), points=6, seed=3)[0]
+    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
+    predictions = bench.leave_one_out(image, sparse, radii=[20.0], weights=[40.0])
+    assert set(predictions) == {"IDW-4", "watershed", "blend 20", "geodesic 40"}
+    for i in range(gy.numel()):
+        without = sparse.clone()
+        without[:, gy[i], gx[i]] = 0
+        fills, _ = bench.image_fills(image, without, [20.0], [40.0])
+        for name in ("IDW-4", "watershed", "geodesic 40"):
+            assert torch.allclose(predictions[name][:, i], fills[name][:, gy[i], gx[i]], atol=1e-3), name
+
+
+def test_bench_fills_loo_choice_takes_the_fill_that_predicts_the_left_out_points_best(load_benchmark):
+    bench = load_benchmark("bench_fills")
+    sparse = torch.zeros(4, 8, 8)
+    sparse[0, [1, 6], [1, 6]] = torch.tensor([1.0, 3.0])
+    sparse[2:, [1, 6], [1, 6]] = 1
+    fills = {"a": torch.zeros(2, 8, 8), "b": torch.ones(2, 8, 8)}
+    vectors = sparse[:2, [1, 6], [1, 6]]
+    predictions = {"a": vectors + 5.0, "b": vectors + 0.5}   # b is 10x closer at the left-out points
+    chosen = bench.loo_fills(fills, predictions, sparse)
+    assert torch.equal(chosen["LOO choice"], fills["b"])
+    assert float(chosen["LOO blend"].mean()) > 0.99   # softmax(-[5, 0.5] / (0.25 x 0.5)): all but nothing on b
 
 
 GEODESIC = dict(guidance_input="dense", prediction="residual", residual_base="geodesic", idw_power=4.0,

@@ -124,6 +124,67 @@ def _octile(dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     return torch.maximum(dy, dx) + (_SQRT2 - 1) * torch.minimum(dy, dx)
 
 
+def _coarse_geodesics(sparse: torch.Tensor, cost: torch.Tensor, cells: int, rounds: int
+                      ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int, torch.Tensor | None]:
+    """The guided pixels of each image, the grid's stride, and the coarse geodesic distances (B, K, h, w)."""
+    batch, _, height, width = sparse.shape
+    device = sparse.device
+    points = [torch.nonzero(sparse[b, 2] > 0, as_tuple=True) for b in range(batch)]
+    most = max((p[0].numel() for p in points), default=0)
+    stride = max(1, round(min(height, width) / cells))
+    if most == 0:
+        return points, stride, None
+    coarse_cost = F.avg_pool2d(cost.float(), stride, ceil_mode=True) if stride > 1 else cost.float()
+    h, w = coarse_cost.shape[-2:]
+    seeds = torch.zeros(batch, most, h, w, dtype=torch.bool, device=device)
+    for b, (gy, gx) in enumerate(points):
+        seeds[b, torch.arange(gy.numel(), device=device), gy // stride, gx // stride] = True
+    if coarse_cost.shape[0] != batch:
+        coarse_cost = coarse_cost.expand(batch, -1, -1, -1)
+    return points, stride, geodesic_distances(coarse_cost, seeds, rounds)
+
+
+def _full_distances(geodesic: torch.Tensor, py: torch.Tensor, px: torch.Tensor, stride: int,
+                    size: tuple[int, int]) -> torch.Tensor:
+    """(k, H, W) px: the distance from each point (py, px) to every pixel, Euclidean plus the upsampled geodesic excess.
+
+    ``geodesic`` (k, h, w) holds the points' coarse geodesic distances.
+    """
+    height, width = size
+    h, w = geodesic.shape[-2:]
+    device = geodesic.device
+    cy = torch.arange(h, device=device, dtype=torch.float32)
+    cx = torch.arange(w, device=device, dtype=torch.float32)
+    sy, sx = (py // stride).float(), (px // stride).float()
+    octile = _octile(cy[None, :, None] - sy[:, None, None], cx[None, None, :] - sx[:, None, None])
+    excess = (geodesic - octile).clamp_min(0.0) * stride  # (k, h, w) px
+    if stride > 1:
+        excess = F.interpolate(excess[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    rows = torch.arange(height, device=device, dtype=torch.float32)
+    cols = torch.arange(width, device=device, dtype=torch.float32)
+    euclid = ((rows[None, :, None] - py.float()[:, None, None]).square()
+              + (cols[None, None, :] - px.float()[:, None, None]).square()).sqrt()
+    return euclid + excess
+
+
+@torch.no_grad()
+def geodesic_point_distances(sparse: torch.Tensor, cost: torch.Tensor, cells: int = 64, rounds: int = 1
+                             ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per image of sparse (B,4,H,W): (gy, gx, distances (K, H, W)), the distances :func:`geodesic_idw` weights.
+
+    For analyses that need every point's distance map at once (memory K x H x W per image).
+    """
+    points, stride, geodesic = _coarse_geodesics(sparse, cost, cells, rounds)
+    size = tuple(sparse.shape[-2:])
+    out = []
+    for b, (gy, gx) in enumerate(points):
+        if gy.numel() == 0:
+            out.append((gy, gx, sparse.new_zeros(0, *size, dtype=torch.float32)))
+            continue
+        out.append((gy, gx, _full_distances(geodesic[b, :gy.numel()], gy, gx, stride, size)))
+    return out
+
+
 @torch.no_grad()
 def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: int = 64,
                  rounds: int = 1, colour: torch.Tensor | None = None, colour_sigma: float = 0.0) -> torch.Tensor:
@@ -137,25 +198,10 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
     guidance gets zeros.
     """
     batch, _, height, width = sparse.shape
-    device = sparse.device
-    out = torch.zeros(batch, 2, height, width, device=device, dtype=torch.float32)
-    points = [torch.nonzero(sparse[b, 2] > 0, as_tuple=True) for b in range(batch)]
-    most = max((p[0].numel() for p in points), default=0)
-    if most == 0:
+    out = torch.zeros(batch, 2, height, width, device=sparse.device, dtype=torch.float32)
+    points, stride, geodesic = _coarse_geodesics(sparse, cost, cells, rounds)
+    if geodesic is None:
         return out
-    stride = max(1, round(min(height, width) / cells))
-    coarse_cost = F.avg_pool2d(cost.float(), stride, ceil_mode=True) if stride > 1 else cost.float()
-    h, w = coarse_cost.shape[-2:]
-    seeds = torch.zeros(batch, most, h, w, dtype=torch.bool, device=device)
-    for b, (gy, gx) in enumerate(points):
-        seeds[b, torch.arange(gy.numel(), device=device), gy // stride, gx // stride] = True
-    if coarse_cost.shape[0] != batch:
-        coarse_cost = coarse_cost.expand(batch, -1, -1, -1)
-    geodesic = geodesic_distances(coarse_cost, seeds, rounds)
-    cy = torch.arange(h, device=device, dtype=torch.float32)
-    cx = torch.arange(w, device=device, dtype=torch.float32)
-    rows = torch.arange(height, device=device, dtype=torch.float32)
-    cols = torch.arange(width, device=device, dtype=torch.float32)
     for b, (gy, gx) in enumerate(points):
         if gy.numel() == 0:
             continue
@@ -164,14 +210,8 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
         norm = out.new_zeros(height, width)
         for first in range(0, gy.numel(), _POINTS_PER_BLOCK):  # bounded memory: K x H x W in blocks of points
             py, px = gy[first:first + _POINTS_PER_BLOCK], gx[first:first + _POINTS_PER_BLOCK]
-            sy, sx = (py // stride).float(), (px // stride).float()
-            octile = _octile(cy[None, :, None] - sy[:, None, None], cx[None, None, :] - sx[:, None, None])
-            excess = (geodesic[b, first:first + py.numel()] - octile).clamp_min(0.0) * stride  # (k, h, w) px
-            if stride > 1:
-                excess = F.interpolate(excess[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            euclid = ((rows[None, :, None] - py.float()[:, None, None]).square()
-                      + (cols[None, None, :] - px.float()[:, None, None]).square()).sqrt()
-            weights = _inverse_power((euclid + excess).clamp_min(1e-3), power)  # (k, H, W)
+            distance = _full_distances(geodesic[b, first:first + py.numel()], py, px, stride, (height, width))
+            weights = _inverse_power(distance.clamp_min(1e-3), power)  # (k, H, W)
             if colour is not None and colour_sigma > 0:
                 pixel = colour[b].float()
                 difference = (pixel[:, None] - pixel[:, py, px][:, :, None, None]).square().sum(dim=0)
