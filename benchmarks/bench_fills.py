@@ -149,12 +149,11 @@ def local_affine_fill(sparse: torch.Tensor, distances: torch.Tensor, ridge: floa
     return out
 
 
-def leave_one_out(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float], weights: Sequence[float],
-                  power: float = 4.0) -> dict[str, torch.Tensor]:
+def leave_one_out(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float],
+                  point_distances: dict[float, torch.Tensor], power: float = 4.0) -> dict[str, torch.Tensor]:
     """(2, K) per fill of ``image_fills`` (IDW-4, watershed, blend R, geodesic W): each guidance point's vector as that
-    fill predicts it from the other points, in the order of ``nonzero(sparse[2])``."""
-    from motionprop.models.geodesic import edge_cost, geodesic_point_distances
-
+    fill predicts it from the other points, in the order of ``nonzero(sparse[2])``. ``point_distances``: per geodesic
+    weight W, the points' distance maps (K, H, W) of ``geodesic_point_distances``."""
     gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
     vectors = sparse[:2, gy, gx].float()
     count = gy.numel()
@@ -177,9 +176,7 @@ def leave_one_out(image: np.ndarray, sparse: torch.Tensor, radii: Sequence[float
     for radius in radii:
         w = (nearest_other / radius).clamp(max=1.0)
         out[f"blend {radius:g}"] = w * shed + (1 - w) * out["IDW-4"]
-    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    for weight in weights:
-        _, _, distances = geodesic_point_distances(sparse[None], edge_cost(rgb, weight))[0]
+    for weight, distances in point_distances.items():
         out[f"geodesic {weight:g}"] = idw(distances[:, gy, gx])
     return out
 
@@ -277,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         ridges = [float(w) for w in args.affine.split(",") if w.strip()]
     except ValueError:
         sys.exit(f"bench_fills: --affine must be comma-separated numbers, got {args.affine!r}")
+    if any(not ridge > 0 for ridge in ridges):  # ridge 0 leaves the fit singular with fewer than 3 points
+        sys.exit(f"bench_fills: --affine ridges must be positive, got {args.affine!r}")
     if (sigmas or args.features or ridges) and not weights:
         sys.exit("bench_fills: --colour, --features and --affine need a --geodesic weight")
     encoders = load_feature_encoders([t for t in args.features.split(",") if t.strip()], args.feature_layer)
@@ -289,15 +288,20 @@ def main(argv: list[str] | None = None) -> int:
             feature_maps = {text: feature_map(encoder, pair["image"]) for text, encoder in encoders.items()}
             fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas, feature_maps, feature_sigmas)
             points = int((sparse[2] > 0).sum())
-            if ridges and points:
-                rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
-                _, _, distances = geodesic_point_distances(sparse[None], edge_cost(rgb, weights[0]))[0]
-                for ridge in ridges:
-                    fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(sparse, distances, ridge)
+            needed = []  # geodesic weights whose distance maps the affine and LOO fills use, each computed once
             if args.loo and points >= 2:
-                base = {k: v for k, v in fills.items() if k == "IDW-4" or k == "watershed" or k.startswith("blend ")
-                        or (k.startswith("geodesic ") and len(k.split()) == 2)}
-                fills.update(loo_fills(base, leave_one_out(pair["image"], sparse, radii, weights), sparse))
+                needed = weights
+            elif ridges and points:
+                needed = weights[:1]
+            rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
+            point_distances = {w: geodesic_point_distances(sparse[None], edge_cost(rgb, w))[0][2] for w in needed}
+            if ridges and points:
+                for ridge in ridges:
+                    fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(
+                        sparse, point_distances[weights[0]], ridge)
+            if args.loo and points >= 2:
+                predictions = leave_one_out(pair["image"], sparse, radii, point_distances)
+                fills.update(loo_fills({name: fills[name] for name in predictions}, predictions, sparse))
             elif args.loo:  # fewer than two points: nothing to leave out
                 fills.update({"LOO choice": fills["IDW-4"], "LOO blend": fills["IDW-4"]})
             if oracles:

@@ -194,7 +194,9 @@ def test_bench_fills_leave_one_out_predicts_each_point_as_the_fill_without_it(lo
     image = _striped_image(40, 56)
     sparse = random_sparse(batch=1, size=(40, 56), points=6, seed=3)[0]
     gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
-    predictions = bench.leave_one_out(image, sparse, radii=[20.0], weights=[40.0])
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    _, _, distances = geodesic_point_distances(sparse[None], edge_cost(rgb, 40.0))[0]
+    predictions = bench.leave_one_out(image, sparse, radii=[20.0], point_distances={40.0: distances})
     assert set(predictions) == {"IDW-4", "watershed", "blend 20", "geodesic 40"}
     for i in range(gy.numel()):
         without = sparse.clone()
