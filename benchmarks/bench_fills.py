@@ -222,6 +222,28 @@ def load_feature_encoders(texts: Sequence[str], layer: str) -> dict[str, object]
         sys.exit(f"bench_fills: --features: {exc}")
 
 
+def prior_fill(sparse: torch.Tensor, distances: torch.Tensor, dominant: torch.Tensor, prior: float,
+               power: float = 4.0) -> torch.Tensor:
+    """(2, H, W): the geodesic IDW fill with ``dominant`` (2,) as the motion of a virtual point ``prior`` px from every
+    pixel, i.e. ``model.geodesic_prior_distance`` told the dominant motion instead of estimating it (``distances``
+    (K, H, W) from ``geodesic_point_distances``)."""
+    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
+    vectors = sparse[:2, gy, gx].float()
+    weights = distances.clamp_min(1e-3).pow(-power)
+    virtual = prior ** -power
+    fill = (torch.einsum("khw,ck->chw", weights, vectors) + virtual * dominant[:, None, None]) / (weights.sum(0) + virtual)
+    fill[:, gy, gx] = vectors
+    return fill
+
+
+def _numbers(text: str, flag: str) -> list[float]:
+    """'1,2.5' -> [1.0, 2.5] ('' -> []), or exit naming the flag."""
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        sys.exit(f"bench_fills: {flag} must be comma-separated numbers, got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from motionprop.models.geodesic import edge_cost, geodesic_idw, geodesic_point_distances
 
@@ -246,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
                              "these ridges on the linear part (large = the geodesic fill)")
     parser.add_argument("--loo", action="store_true",
                         help="also fills chosen per image by their leave-one-out error at the guidance points")
+    parser.add_argument("--prior", default="", metavar="D[,D...]",
+                        help="also geodesic fills (first --geodesic weight) with the dominant-motion prior at these "
+                             "distances in px (model.geodesic_prior_distance)")
+    parser.add_argument("--prior-oracle", action="store_true",
+                        help="with --prior, also the same fills given the true flow's median as the dominant motion "
+                             "(headroom)")
     parser.add_argument("--oracle", default="", metavar="W[,W...]",
                         help="also the geodesic fills on the true flow's motion boundaries (headroom), these weights")
     parser.add_argument("--cache", type=Path, default=None, help="flow cache (default: ROOT/.bench_cache)")
@@ -253,31 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     densities = args.densities.split(",")
     if any(d not in real.DENSITIES for d in densities):
         sys.exit(f"bench_fills: --densities must be of {', '.join(real.DENSITIES)}")
-    radii = [float(r) for r in args.radii.split(",")]
-    try:
-        weights = [float(w) for w in args.geodesic.split(",") if w.strip()]
-    except ValueError:
-        sys.exit(f"bench_fills: --geodesic must be comma-separated numbers, got {args.geodesic!r}")
-    try:
-        oracles = [float(w) for w in args.oracle.split(",") if w.strip()]
-    except ValueError:
-        sys.exit(f"bench_fills: --oracle must be comma-separated numbers, got {args.oracle!r}")
-    try:
-        sigmas = [float(w) for w in args.colour.split(",") if w.strip()]
-    except ValueError:
-        sys.exit(f"bench_fills: --colour must be comma-separated numbers, got {args.colour!r}")
-    try:
-        feature_sigmas = [float(w) for w in args.feature_sigma.split(",") if w.strip()]
-    except ValueError:
-        sys.exit(f"bench_fills: --feature-sigma must be comma-separated numbers, got {args.feature_sigma!r}")
-    try:
-        ridges = [float(w) for w in args.affine.split(",") if w.strip()]
-    except ValueError:
-        sys.exit(f"bench_fills: --affine must be comma-separated numbers, got {args.affine!r}")
+    radii = _numbers(args.radii, "--radii")
+    weights = _numbers(args.geodesic, "--geodesic")
+    oracles = _numbers(args.oracle, "--oracle")
+    sigmas = _numbers(args.colour, "--colour")
+    feature_sigmas = _numbers(args.feature_sigma, "--feature-sigma")
+    ridges = _numbers(args.affine, "--affine")
+    priors = _numbers(args.prior, "--prior")
     if any(not ridge > 0 for ridge in ridges):  # ridge 0 leaves the fit singular with fewer than 3 points
         sys.exit(f"bench_fills: --affine ridges must be positive, got {args.affine!r}")
-    if (sigmas or args.features or ridges) and not weights:
-        sys.exit("bench_fills: --colour, --features and --affine need a --geodesic weight")
+    if any(not prior > 0 for prior in priors):
+        sys.exit(f"bench_fills: --prior distances must be positive, got {args.prior!r}")
+    if (sigmas or args.features or ridges or priors) and not weights:
+        sys.exit("bench_fills: --colour, --features, --affine and --prior need a --geodesic weight")
     encoders = load_feature_encoders([t for t in args.features.split(",") if t.strip()], args.feature_layer)
     cache = args.cache or args.davis / ".bench_cache"
     pairs = real.make_pairs(real.clip_folders(args.davis, None), 192, 2, 4, cache)
@@ -291,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             needed = []  # geodesic weights whose distance maps the affine and LOO fills use, each computed once
             if args.loo and points >= 2:
                 needed = weights
-            elif ridges and points:
+            elif (ridges or (priors and args.prior_oracle)) and points:
                 needed = weights[:1]
             rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
             point_distances = {w: geodesic_point_distances(sparse[None], edge_cost(rgb, w))[0][2] for w in needed}
@@ -299,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
                 for ridge in ridges:
                     fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(
                         sparse, point_distances[weights[0]], ridge)
+            for prior in priors:
+                fills[f"geodesic {weights[0]:g} prior {prior:g}"] = geodesic_idw(
+                    sparse[None], edge_cost(rgb, weights[0]), power=4.0, prior_distance=prior)[0]
+                if args.prior_oracle and points:
+                    median = flow.flatten(1).median(dim=1).values
+                    fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = prior_fill(
+                        sparse, point_distances[weights[0]], median, prior)
             if args.loo and points >= 2:
                 predictions = leave_one_out(pair["image"], sparse, radii, point_distances)
                 fills.update(loo_fills({name: fills[name] for name in predictions}, predictions, sparse))

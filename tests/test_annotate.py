@@ -280,10 +280,11 @@ class _Recorder:
 
     def __init__(self, residual: bool):
         self.model = type("Model", (), {"residual": residual})()
-        self.image_size, self.scale, self.sets = (60, 100), (1.0, 1.0), []
+        self.image_size, self.scale, self.sets, self.options = (60, 100), (1.0, 1.0), [], []
 
-    def propagate_batch(self, sets):
+    def propagate_batch(self, sets, **options):
         self.sets += sets
+        self.options.append(options)
         flows = np.zeros((len(sets), 60, 100, 2), np.float32)
         flows[:, 30, 50] = 1.0
         return flows
@@ -297,6 +298,7 @@ def test_border_still_points_are_added_for_residual_networks_or_on_request(resid
     recorder = _Recorder(residual)
     annotate(recorder, [(50, 30)], [(5, 5)], border_still=border_still)
     assert len(recorder.sets) == 4
+    assert recorder.options == [{"dominant_motion": False}]  # the probes' still points, not a prior, say the rest
     for guidance in recorder.sets:
         if added:
             assert np.array_equal(guidance.still_points[1:], border_points(100, 60))
@@ -347,7 +349,7 @@ class _BatchRecorder(_Recorder):
         self.image = cv2.imread(str(path))[..., ::-1]
         self.image_size = self.image.shape[:2]
 
-    def propagate_batch(self, sets):
+    def propagate_batch(self, sets, **options):
         self.sets += sets
         height, width = self.image_size
         flows = np.zeros((len(sets), height, width, 2), np.float32)

@@ -168,6 +168,60 @@ def test_point_distances_are_the_ones_geodesic_idw_weights():
         assert torch.allclose(fill[b], expected, atol=1e-4)
 
 
+
+def test_the_dominant_motion_prior_is_the_area_weighted_mean_vector_at_its_distance():
+    """The definition, computed from the point distances: a virtual point D away carrying the mean guidance
+    vector weighted by each point's (geodesic Voronoi) cell; blocks of points give the same as one block."""
+    import motionprop.models.geodesic as geodesic
+
+    sparse = random_sparse(batch=2, size=(40, 56), points=9, seed=5)
+    image = torch.from_numpy(_striped_image(40, 56)).permute(2, 0, 1)[None].float() / 255
+    cost = edge_cost(image, 40.0)
+    block, geodesic._POINTS_PER_BLOCK = geodesic._POINTS_PER_BLOCK, 4  # cells owned across blocks
+    try:
+        fill = geodesic_idw(sparse, cost, power=4.0, prior_distance=30.0)
+    finally:
+        geodesic._POINTS_PER_BLOCK = block
+    for b, (gy, gx, distances) in enumerate(geodesic_point_distances(sparse, cost)):
+        vectors = sparse[b, :2, gy, gx]
+        area = torch.bincount(distances.argmin(0).flatten(), minlength=gy.numel()).float()
+        dominant = vectors @ (area / area.sum())
+        weights = distances.clamp_min(1e-3).pow(-4.0)
+        expected = ((torch.einsum("khw,ck->chw", weights, vectors) + 30.0 ** -4 * dominant[:, None, None])
+                    / (weights.sum(0) + 30.0 ** -4))
+        expected[:, gy, gx] = vectors
+        assert torch.allclose(fill[b], expected, atol=1e-4)
+    assert (fill - geodesic_idw(sparse, cost, power=4.0)).abs().max() > 0.1  # the prior moved something
+
+
+def test_far_from_its_points_the_fill_takes_the_motion_of_the_largest_region():
+    """Three arrows on an object at the left edge and one still point beside it, which is nearest to most of the
+    frame: far to the right the prior keeps the frame still, where plain IDW drags it along at 40-60 %."""
+    sparse = torch.zeros(1, 4, 48, 160)
+    sparse[0, :, 24, 30] = torch.tensor([0.0, 0.0, 1.0, 1.0])  # still; its cell is x >= 17, 89 % of the frame
+    for y in (8, 24, 40):
+        sparse[0, :, y, 4] = torch.tensor([8.0, 0.0, 1.0, 1.0])
+    cost = torch.ones(1, 1, 48, 160)
+    plain = geodesic_idw(sparse, cost, power=4.0)[0, 0, :, 80:]
+    prior = geodesic_idw(sparse, cost, power=4.0, prior_distance=20.0)
+    assert float(plain.mean()) > 2.5
+    assert float(prior[0, 0, :, 80:].mean()) < 1.2   # about 8 x 11 % = 0.9: the dominant motion
+    torch.testing.assert_close(prior[0, :, 24, 4], torch.tensor([8.0, 0.0]))  # guided pixels stay exact
+    torch.testing.assert_close(prior[0, :, 24, 30], torch.tensor([0.0, 0.0]))
+
+
+def test_bench_fills_prior_fill_told_the_estimated_dominant_motion_is_the_library_fill(load_benchmark):
+    fills = load_benchmark("bench_fills")
+    sparse = random_sparse(batch=1, size=(40, 56), points=6, seed=2)
+    cost = edge_cost(torch.from_numpy(_striped_image(40, 56)).permute(2, 0, 1)[None].float() / 255, 40.0)
+    gy, gx, distances = geodesic_point_distances(sparse, cost)[0]
+    area = torch.bincount(distances.argmin(0).flatten(), minlength=gy.numel()).float()
+    dominant = sparse[0, :2, gy, gx] @ (area / area.sum())
+    told = fills.prior_fill(sparse[0], distances, dominant, 25.0)
+    assert torch.allclose(told, geodesic_idw(sparse, cost, power=4.0, prior_distance=25.0)[0], atol=1e-4)
+    other = fills.prior_fill(sparse[0], distances, dominant + 5.0, 25.0)
+    assert float((other - told).abs().max()) > 1.0
+
 def test_bench_fills_local_affine_fill_is_exact_for_an_affine_motion_and_the_idw_fill_for_a_large_ridge(
         load_benchmark):
     bench = load_benchmark("bench_fills")
@@ -270,10 +324,46 @@ def test_the_propagator_uses_the_image_of_a_geodesic_model():
     np.testing.assert_allclose(flow, expected, atol=1e-3)
 
 
-@pytest.mark.parametrize("key, value", [("geodesic_weight", -1.0), ("geodesic_cells", 1)])
+
+def test_the_propagator_fills_without_the_dominant_motion_prior_on_request():
+    model = _geodesic_model(geodesic_prior_distance=20.0)
+    _zero_last_layer(model)  # the flow is the fill
+    image = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    propagator = Propagator(model, working_size=(64, 80))
+    propagator.set_image(image)
+    arrows, still = [(10, 10, 6.0, -2.0), (12, 50, 6.0, -2.0)], [(70, 30)]
+    with_prior = propagator.propagate_batch([(arrows, still)])[0]
+    without = propagator.propagate_batch([(arrows, still)], dominant_motion=False)[0]
+    cost = edge_cost(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, 40.0)
+    sparse = propagator.sparse_input([(arrows, still)])
+    for flow, prior in ((with_prior, 20.0), (without, 0.0)):
+        expected = geodesic_idw(sparse, cost, power=4.0, cells=32, prior_distance=prior)[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(flow, expected, atol=1e-3)
+    assert np.abs(with_prior - without).max() > 0.5
+
+@pytest.mark.parametrize("key, value", [("geodesic_weight", -1.0), ("geodesic_cells", 1),
+                                        ("geodesic_prior_distance", -1.0)])
 def test_bad_geodesic_options_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=f"model.{key}"):
         ModelConfig(**{key: value}).validate()
+
+
+def test_the_dominant_motion_prior_needs_a_geodesic_residual_model():
+    with pytest.raises(ConfigError, match="geodesic_prior_distance.*residual_base: geodesic"):
+        ModelConfig(geodesic_prior_distance=80.0, prediction="residual", residual_base="idw").validate()
+    ModelConfig(**{**GEODESIC, "geodesic_prior_distance": 80.0}).validate()
+
+
+def test_a_geodesic_model_with_the_prior_uses_it_in_its_fill():
+    model = _geodesic_model(geodesic_prior_distance=30.0)
+    _zero_last_layer(model)
+    pixels = torch.rand(1, 3, 64, 64) * 255
+    mean, std = torch.tensor(model.config.data.mean), torch.tensor(model.config.data.std)
+    sparse = random_sparse(batch=1, size=(64, 64))
+    with torch.no_grad():
+        flow = model.predict_flow((pixels - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), sparse)
+    expected = geodesic_idw(sparse, edge_cost(pixels / 255, 40.0), power=4.0, cells=32, prior_distance=30.0)
+    torch.testing.assert_close(flow, expected, atol=1e-3, rtol=0)
 
 
 def test_the_fill_input_shows_the_sparse_encoder_the_geodesic_fill():

@@ -70,6 +70,7 @@ class ModelConfig:
     idw_power: float = 2.0
     geodesic_weight: float = 40.0
     geodesic_cells: int = 64
+    geodesic_prior_distance: float = 0.0
     guidance_radius: float = 0.0
     affinity_dim: int = 0
 
@@ -99,6 +100,11 @@ class ModelConfig:
             raise ConfigError(f"model.geodesic_weight must be >= 0 (0 = plain IDW), got {self.geodesic_weight}")
         if self.geodesic_cells < 2:
             raise ConfigError(f"model.geodesic_cells must be at least 2, got {self.geodesic_cells}")
+        if not self.geodesic_prior_distance >= 0:
+            raise ConfigError(f"model.geodesic_prior_distance must be >= 0 (0 = off), got {self.geodesic_prior_distance}")
+        if self.geodesic_prior_distance > 0 and (self.prediction != "residual" or self.residual_base != "geodesic"):
+            raise ConfigError("model.geodesic_prior_distance > 0 adds the dominant motion to the geodesic fill: "
+                              "it needs model.prediction: residual and model.residual_base: geodesic")
         if not self.guidance_distance_scale > 0:
             raise ConfigError(f"model.guidance_distance_scale must be positive, got {self.guidance_distance_scale}")
         if self.affinity_dim < 0:

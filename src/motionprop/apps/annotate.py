@@ -203,7 +203,9 @@ def _probe(propagator: Any, positive: np.ndarray, negative: np.ndarray, velocity
         height, width = propagator.image_size
         negative = np.concatenate([negative, border_points(width, height, border)])
     sx, sy = propagator.scale
-    flows = propagator.propagate_batch(probe_guidance(positive, negative, (velocity / sx, velocity / sy)))
+    # The probes' still points say how the rest of the image moves: no dominant-motion prior (a smaller mask).
+    flows = propagator.propagate_batch(probe_guidance(positive, negative, (velocity / sx, velocity / sy)),
+                                       dominant_motion=False)
     score = motion_score(flows)
     return score > threshold, score
 

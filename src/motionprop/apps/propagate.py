@@ -302,12 +302,15 @@ class Propagator:
             return result[0][0], result[1][0]
         return result[0]
 
-    def propagate_batch(self, guidance_sets: Sequence[Guidance | tuple], *, return_confidence: bool = False
-                        ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def propagate_batch(self, guidance_sets: Sequence[Guidance | tuple], *, return_confidence: bool = False,
+                        dominant_motion: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Flows (N, H, W, 2) float32 for N guidance sets (each a Guidance or an (arrows, still_points) pair).
 
         The sets are decoded in batches of ``batch_size`` against the cached
         image features. With ``return_confidence``: also confidences (N, H, W).
+        ``dominant_motion=False``: a model with ``model.geodesic_prior_distance``
+        fills without its dominant-motion prior (click-to-mask's probes, whose
+        still points already say how the rest of the image moves).
         """
         self._require_image()
         if return_confidence and getattr(self.model, "bins", None) is None:
@@ -318,14 +321,15 @@ class Propagator:
         confidences = np.empty((len(sparse), h, w), np.float32) if return_confidence else None
         for start in range(0, len(sparse), self.batch_size):
             chunk = sparse[start:start + self.batch_size]
-            flow, confidence = self._query(chunk, return_confidence)
+            flow, confidence = self._query(chunk, return_confidence, dominant_motion)
             flows[start:start + len(chunk)] = flow
             if confidences is not None:
                 confidences[start:start + len(chunk)] = confidence
         return (flows, confidences) if return_confidence else flows
 
     @torch.inference_mode()
-    def _query(self, sparse: torch.Tensor, return_confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _query(self, sparse: torch.Tensor, return_confidence: bool, dominant_motion: bool = True
+               ) -> tuple[np.ndarray, np.ndarray | None]:
         """sparse (B,4,h,w) at the working size -> flow (B,H,W,2) in image pixels [, confidence (B,H,W)]."""
         sparse = sparse.to(self.device)
         if self.channels_last:
@@ -336,7 +340,10 @@ class Propagator:
         working = tuple(sparse.shape[-2:])
         if getattr(self.model, "needs_guidance_for_flow", False):  # residual or blended models
             cost = getattr(self._features, "guidance_cost", None)  # the image's, for a geodesic fill
-            flow = self.model.output_to_flow(raw, working, sparse, cost=cost).float()  # (B, 2, h, w), working px
+            fill = None
+            if not dominant_motion and getattr(self.model, "geodesic_prior_distance", 0) > 0:
+                fill = self.model.residual_fill(sparse, cost, dominant_motion=False)
+            flow = self.model.output_to_flow(raw, working, sparse, fill=fill, cost=cost).float()  # (B,2,h,w) px
         else:
             flow = self.model.output_to_flow(raw, working).float()
         (h, w), (wh, ww) = self.image_size, working

@@ -84,6 +84,7 @@ class CMP(nn.Module):
         self.residual = m.prediction == "residual"
         self.residual_base, self.idw_power = m.residual_base, m.idw_power
         self.geodesic_weight, self.geodesic_cells = m.geodesic_weight, m.geodesic_cells
+        self.geodesic_prior_distance = m.geodesic_prior_distance
         self._pixel_mean = tuple(float(v) for v in config.data.mean)
         self._pixel_std = tuple(float(v) for v in config.data.std)
         self.guidance_radius = m.guidance_radius
@@ -136,11 +137,14 @@ class CMP(nn.Module):
         with torch.autocast(image.device.type, enabled=False):  # a fixed fill: float32 under any precision
             return edge_cost((image.float() * std + mean) / 255.0, self.geodesic_weight)
 
-    def residual_fill(self, sparse: torch.Tensor, cost: torch.Tensor | None = None) -> torch.Tensor:
+    def residual_fill(self, sparse: torch.Tensor, cost: torch.Tensor | None = None,
+                      dominant_motion: bool = True) -> torch.Tensor:
         """sparse (B,4,H,W) -> the fill (B,2,H,W) that a residual model's output corrects (model.residual_base).
 
         A geodesic fill also needs ``cost``, the image's :meth:`guidance_cost`
-        (B or 1, 1, H, W), e.g. ``ImageFeatures.guidance_cost``.
+        (B or 1, 1, H, W), e.g. ``ImageFeatures.guidance_cost``. ``dominant_motion=False``
+        leaves out the dominant-motion prior (``model.geodesic_prior_distance``), for
+        guidance that is not motion sampled from a video, such as click-to-mask's probes.
         """
         if self.residual_base == "geodesic" and (cost is None or tuple(cost.shape[-2:]) != tuple(sparse.shape[-2:])):
             got = "none" if cost is None else f"{tuple(cost.shape[-2:])}"
@@ -149,7 +153,8 @@ class CMP(nn.Module):
                              f"got {got}")
         with torch.autocast(sparse.device.type, enabled=False):  # a fixed fill: float32 under any precision
             if self.residual_base == "geodesic":
-                return geodesic_idw(sparse.float(), cost, self.idw_power, self.geodesic_cells)
+                return geodesic_idw(sparse.float(), cost, self.idw_power, self.geodesic_cells,
+                                    prior_distance=self.geodesic_prior_distance if dominant_motion else 0.0)
             return guidance_fill(sparse.float(), self.residual_base, self.idw_power)
 
     def _check_size(self, tensor: torch.Tensor, name: str, channels: int) -> None:

@@ -187,14 +187,24 @@ def geodesic_point_distances(sparse: torch.Tensor, cost: torch.Tensor, cells: in
 
 @torch.no_grad()
 def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: int = 64,
-                 rounds: int = 1, colour: torch.Tensor | None = None, colour_sigma: float = 0.0) -> torch.Tensor:
+                 rounds: int = 1, colour: torch.Tensor | None = None, colour_sigma: float = 0.0,
+                 prior_distance: float = 0.0) -> torch.Tensor:
     """sparse (B,4,H,W), cost (B or 1,1,H,W) -> (B,2,H,W): IDW of the guidance with geodesic distances.
 
     With ``colour`` (B,C,H,W) and ``colour_sigma`` > 0, a point's weight at a
     pixel is also multiplied by ``exp(-|colour(pixel) - colour(point)|^2 / (2
     sigma^2))``: pixels of the point's colour listen to it more (a joint
     bilateral term; the colour at a point is that of ``colour`` there, so
-    smooth it first). Guided pixels keep their vectors exactly; an image without
+    smooth it first).
+
+    With ``prior_distance`` D > 0, a virtual point at distance D from every
+    pixel carries the image's *dominant motion*, estimated as the mean of the
+    guidance vectors weighted by the area each point is nearest to (its
+    geodesic Voronoi cell): pixels far from every guidance point (further
+    than about D) take that motion instead of the nearest far-away vectors.
+    In real video most of the frame moves with the camera, and the sampler
+    puts few points in large regions of uniform motion, whose cells are
+    large. Guided pixels keep their vectors exactly; an image without
     guidance gets zeros.
     """
     batch, _, height, width = sparse.shape
@@ -208,9 +218,16 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
         vectors = sparse[b, :2, gy, gx].float()  # (2, K)
         total = out.new_zeros(2, height, width)
         norm = out.new_zeros(height, width)
+        nearest = out.new_full((height, width), float("inf"))  # distance to, and index of, the nearest point
+        owner = torch.zeros(height, width, device=sparse.device, dtype=torch.long)
         for first in range(0, gy.numel(), _POINTS_PER_BLOCK):  # bounded memory: K x H x W in blocks of points
             py, px = gy[first:first + _POINTS_PER_BLOCK], gx[first:first + _POINTS_PER_BLOCK]
             distance = _full_distances(geodesic[b, first:first + py.numel()], py, px, stride, (height, width))
+            if prior_distance > 0:
+                block_min, block_arg = distance.min(dim=0)
+                closer = block_min < nearest
+                nearest = torch.where(closer, block_min, nearest)
+                owner = torch.where(closer, block_arg + first, owner)
             weights = _inverse_power(distance.clamp_min(1e-3), power)  # (k, H, W)
             if colour is not None and colour_sigma > 0:
                 pixel = colour[b].float()
@@ -218,6 +235,12 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
                 weights *= torch.exp(difference / (-2 * colour_sigma ** 2)).clamp_min(1e-6)  # never 0 / 0
             total += torch.einsum("khw,ck->chw", weights, vectors[:, first:first + py.numel()])
             norm += weights.sum(dim=0)
+        if prior_distance > 0:
+            area = torch.bincount(owner.flatten(), minlength=gy.numel()).to(vectors.dtype)
+            dominant = vectors @ (area / area.sum())  # (2,)
+            prior = float(prior_distance) ** -power
+            total += prior * dominant[:, None, None]
+            norm += prior
         out[b] = total / norm
         out[b, :, gy, gx] = vectors
     return out
