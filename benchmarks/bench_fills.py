@@ -35,6 +35,11 @@ fill whose cost is ``1 + W x`` the gradient of the Gaussian-smoothed TRUE flow (
 boundaries, in px of flow per px), i.e. what a fill could reach if the image's edges were exactly the
 motion's; ``oracle W/8`` the same boundaries averaged over 8x8 cells and upsampled (what a stride-8
 network could predict at best).
+
+``--prior D[,D...]`` adds the geodesic fill (first ``--geodesic`` weight) with the dominant-motion prior of
+``model.geodesic_prior_distance`` at these distances: the guidance vectors' mean weighted by how much of the image's
+border each point's cell holds (``--prior-shares area``: by its area), as a virtual point D px from every pixel.
+``--prior-oracle`` adds the same fills told the true flow's median instead (headroom, not a method).
 """
 
 from __future__ import annotations
@@ -245,7 +250,7 @@ def _numbers(text: str, flag: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from motionprop.models.geodesic import edge_cost, geodesic_idw, geodesic_point_distances
+    from motionprop.models.geodesic import PRIOR_WEIGHTS, edge_cost, geodesic_idw, geodesic_point_distances
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--davis", type=Path, required=True, help="DAVIS-layout root")
@@ -271,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior", default="", metavar="D[,D...]",
                         help="also geodesic fills (first --geodesic weight) with the dominant-motion prior at these "
                              "distances in px (model.geodesic_prior_distance)")
+    parser.add_argument("--prior-shares", default="border", metavar="S[,S...]",
+                        help="what weights each point's vector in the dominant motion: border (its cell's pixels on "
+                             "the image border, the model's) and/or area (the whole cell); default: border")
     parser.add_argument("--prior-oracle", action="store_true",
                         help="with --prior, also the same fills given the true flow's median as the dominant motion "
                              "(headroom)")
@@ -290,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     priors = _numbers(args.prior, "--prior")
     if any(not ridge > 0 for ridge in ridges):  # ridge 0 leaves the fit singular with fewer than 3 points
         sys.exit(f"bench_fills: --affine ridges must be positive, got {args.affine!r}")
+    shares = [t.strip() for t in args.prior_shares.split(",") if t.strip()]
+    if not shares or any(t not in PRIOR_WEIGHTS for t in shares):
+        sys.exit(f"bench_fills: --prior-shares must be of {', '.join(PRIOR_WEIGHTS)}, got {args.prior_shares!r}")
     if any(not prior > 0 for prior in priors):
         sys.exit(f"bench_fills: --prior distances must be positive, got {args.prior!r}")
     if (sigmas or args.features or ridges or priors) and not weights:
@@ -316,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
                     fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(
                         sparse, point_distances[weights[0]], ridge)
             for prior in priors:
-                fills[f"geodesic {weights[0]:g} prior {prior:g}"] = geodesic_idw(
-                    sparse[None], edge_cost(rgb, weights[0]), power=4.0, prior_distance=prior)[0]
+                for share in shares:
+                    name = f"geodesic {weights[0]:g} prior {prior:g}" + ("" if share == "border" else f" {share}")
+                    fills[name] = geodesic_idw(sparse[None], edge_cost(rgb, weights[0]), power=4.0,
+                                               prior_distance=prior, prior_weights=share)[0]
                 if args.prior_oracle and points:
                     median = flow.flatten(1).median(dim=1).values
                     fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = prior_fill(

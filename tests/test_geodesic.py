@@ -169,9 +169,11 @@ def test_point_distances_are_the_ones_geodesic_idw_weights():
 
 
 
-def test_the_dominant_motion_prior_is_the_area_weighted_mean_vector_at_its_distance():
+@pytest.mark.parametrize("shares", ["border", "area"])
+def test_the_dominant_motion_prior_is_the_share_weighted_mean_vector_at_its_distance(shares):
     """The definition, computed from the point distances: a virtual point D away carrying the mean guidance
-    vector weighted by each point's (geodesic Voronoi) cell; blocks of points give the same as one block."""
+    vector weighted by each point's geodesic Voronoi cell (its pixels on the image border, or all of them);
+    blocks of points give the same as one block."""
     import motionprop.models.geodesic as geodesic
 
     sparse = random_sparse(batch=2, size=(40, 56), points=9, seed=5)
@@ -179,13 +181,16 @@ def test_the_dominant_motion_prior_is_the_area_weighted_mean_vector_at_its_dista
     cost = edge_cost(image, 40.0)
     block, geodesic._POINTS_PER_BLOCK = geodesic._POINTS_PER_BLOCK, 4  # cells owned across blocks
     try:
-        fill = geodesic_idw(sparse, cost, power=4.0, prior_distance=30.0)
+        fill = geodesic_idw(sparse, cost, power=4.0, prior_distance=30.0, prior_weights=shares)
     finally:
         geodesic._POINTS_PER_BLOCK = block
     for b, (gy, gx, distances) in enumerate(geodesic_point_distances(sparse, cost)):
         vectors = sparse[b, :2, gy, gx]
-        area = torch.bincount(distances.argmin(0).flatten(), minlength=gy.numel()).float()
-        dominant = vectors @ (area / area.sum())
+        owner = distances.argmin(0)
+        if shares == "border":
+            owner = torch.cat([owner[0], owner[-1], owner[1:-1, 0], owner[1:-1, -1]])
+        share = torch.bincount(owner.flatten(), minlength=gy.numel()).float()
+        dominant = vectors @ (share / share.sum())
         weights = distances.clamp_min(1e-3).pow(-4.0)
         expected = ((torch.einsum("khw,ck->chw", weights, vectors) + 30.0 ** -4 * dominant[:, None, None])
                     / (weights.sum(0) + 30.0 ** -4))
@@ -194,16 +199,41 @@ def test_the_dominant_motion_prior_is_the_area_weighted_mean_vector_at_its_dista
     assert (fill - geodesic_idw(sparse, cost, power=4.0)).abs().max() > 0.1  # the prior moved something
 
 
+def _object_among_still_corners() -> torch.Tensor:
+    """(1,4,64,64): one arrow (5, 0) in the middle, a still point near each corner (they hold the whole border)."""
+    sparse = torch.zeros(1, 4, 64, 64)
+    sparse[0, :, 32, 32] = torch.tensor([5.0, 0.0, 1.0, 1.0])
+    for y, x in ((4, 4), (4, 59), (59, 4), (59, 59)):
+        sparse[0, 2:, y, x] = 1.0
+    return sparse
+
+
+def test_the_dominant_motion_is_that_of_the_points_holding_the_border():
+    """Where the prior outweighs every point (D = 1 px), pixels away from the points take the dominant motion:
+    the corners' stillness with border shares, the arrow's share of the area with area shares."""
+    sparse, cost = _object_among_still_corners(), torch.ones(1, 1, 64, 64)
+    away = torch.ones(64, 64, dtype=torch.bool)
+    for y, x in ((32, 32), (4, 4), (4, 59), (59, 4), (59, 59)):
+        away[max(0, y - 6):y + 7, max(0, x - 6):x + 7] = False
+    border = geodesic_idw(sparse, cost, power=4.0, prior_distance=1.0)[0]
+    area = geodesic_idw(sparse, cost, power=4.0, prior_distance=1.0, prior_weights="area")[0]
+    assert float(border[0][away].abs().max()) < 0.05
+    assert 0.5 < float(area[0][away].median()) < 2.5   # 5 x the middle point's share of the area
+    torch.testing.assert_close(border[:, 32, 32], torch.tensor([5.0, 0.0]))  # guided pixels stay exact
+    with pytest.raises(ValueError, match="prior_weights"):
+        geodesic_idw(sparse, cost, power=4.0, prior_distance=1.0, prior_weights="corners")
+
+
 def test_far_from_its_points_the_fill_takes_the_motion_of_the_largest_region():
-    """Three arrows on an object at the left edge and one still point beside it, which is nearest to most of the
-    frame: far to the right the prior keeps the frame still, where plain IDW drags it along at 40-60 %."""
+    """Area shares: three arrows on an object at the left edge and one still point beside it, which is nearest
+    to most of the frame: far to the right the prior keeps the frame still, where plain IDW drags it along."""
     sparse = torch.zeros(1, 4, 48, 160)
     sparse[0, :, 24, 30] = torch.tensor([0.0, 0.0, 1.0, 1.0])  # still; its cell is x >= 17, 89 % of the frame
     for y in (8, 24, 40):
         sparse[0, :, y, 4] = torch.tensor([8.0, 0.0, 1.0, 1.0])
     cost = torch.ones(1, 1, 48, 160)
     plain = geodesic_idw(sparse, cost, power=4.0)[0, 0, :, 80:]
-    prior = geodesic_idw(sparse, cost, power=4.0, prior_distance=20.0)
+    prior = geodesic_idw(sparse, cost, power=4.0, prior_distance=20.0, prior_weights="area")
     assert float(plain.mean()) > 2.5
     assert float(prior[0, 0, :, 80:].mean()) < 1.2   # about 8 x 11 % = 0.9: the dominant motion
     torch.testing.assert_close(prior[0, :, 24, 4], torch.tensor([8.0, 0.0]))  # guided pixels stay exact
@@ -218,9 +248,11 @@ def test_bench_fills_prior_fill_told_the_estimated_dominant_motion_is_the_librar
     area = torch.bincount(distances.argmin(0).flatten(), minlength=gy.numel()).float()
     dominant = sparse[0, :2, gy, gx] @ (area / area.sum())
     told = fills.prior_fill(sparse[0], distances, dominant, 25.0)
-    assert torch.allclose(told, geodesic_idw(sparse, cost, power=4.0, prior_distance=25.0)[0], atol=1e-4)
+    library = geodesic_idw(sparse, cost, power=4.0, prior_distance=25.0, prior_weights="area")[0]
+    assert torch.allclose(told, library, atol=1e-4)
     other = fills.prior_fill(sparse[0], distances, dominant + 5.0, 25.0)
     assert float((other - told).abs().max()) > 1.0
+
 
 def test_bench_fills_local_affine_fill_is_exact_for_an_affine_motion_and_the_idw_fill_for_a_large_ridge(
         load_benchmark):

@@ -185,10 +185,24 @@ def geodesic_point_distances(sparse: torch.Tensor, cost: torch.Tensor, cells: in
     return out
 
 
+PRIOR_WEIGHTS = ("border", "area")
+
+
+def _cell_shares(owner: torch.Tensor, points: int, weights: str) -> torch.Tensor:
+    """(points,): how many pixels of the image's border (or of the whole image) each point's cell holds; ``owner``
+    (H, W) is each pixel's nearest point."""
+    if weights == "area":
+        return torch.bincount(owner.flatten(), minlength=points)
+    if weights != "border":
+        raise ValueError(f"prior_weights must be one of {', '.join(PRIOR_WEIGHTS)}, got {weights!r}")
+    ring = torch.cat([owner[0], owner[-1], owner[1:-1, 0], owner[1:-1, -1]]) if owner.shape[0] > 1 else owner[0]
+    return torch.bincount(ring, minlength=points)
+
+
 @torch.no_grad()
 def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: int = 64,
                  rounds: int = 1, colour: torch.Tensor | None = None, colour_sigma: float = 0.0,
-                 prior_distance: float = 0.0) -> torch.Tensor:
+                 prior_distance: float = 0.0, prior_weights: str = "border") -> torch.Tensor:
     """sparse (B,4,H,W), cost (B or 1,1,H,W) -> (B,2,H,W): IDW of the guidance with geodesic distances.
 
     With ``colour`` (B,C,H,W) and ``colour_sigma`` > 0, a point's weight at a
@@ -198,14 +212,17 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
     smooth it first).
 
     With ``prior_distance`` D > 0, a virtual point at distance D from every
-    pixel carries the image's *dominant motion*, estimated as the mean of the
-    guidance vectors weighted by the area each point is nearest to (its
-    geodesic Voronoi cell): pixels far from every guidance point (further
-    than about D) take that motion instead of the nearest far-away vectors.
-    In real video most of the frame moves with the camera, and the sampler
-    puts few points in large regions of uniform motion, whose cells are
-    large. Guided pixels keep their vectors exactly; an image without
-    guidance gets zeros.
+    pixel carries the image's *dominant motion*: the mean of the guidance
+    vectors weighted by how much of the image's border each point's geodesic
+    Voronoi cell holds (``prior_weights="border"``) or by the cell's area
+    (``"area"``). Pixels far from every guidance point (further than about
+    D) take that motion instead of the nearest far-away vectors: in real
+    video the scenery, which moves with the camera, surrounds the frame,
+    while things that move on their own mostly lie inside it, and the
+    sampler puts few points in large regions of uniform motion.
+
+    Guided pixels keep their vectors exactly; an image without guidance gets
+    zeros.
     """
     batch, _, height, width = sparse.shape
     out = torch.zeros(batch, 2, height, width, device=sparse.device, dtype=torch.float32)
@@ -236,8 +253,8 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
             total += torch.einsum("khw,ck->chw", weights, vectors[:, first:first + py.numel()])
             norm += weights.sum(dim=0)
         if prior_distance > 0:
-            area = torch.bincount(owner.flatten(), minlength=gy.numel()).to(vectors.dtype)
-            dominant = vectors @ (area / area.sum())  # (2,)
+            share = _cell_shares(owner, gy.numel(), prior_weights).to(vectors.dtype)
+            dominant = vectors @ (share / share.sum())  # (2,)
             prior = float(prior_distance) ** -power
             total += prior * dominant[:, None, None]
             norm += prior
