@@ -22,12 +22,39 @@ from motionprop.fileio import atomic_dir
 
 
 def video_frames(path: Path, count: int, short_side: int) -> list:
-    """``count`` frames from a third of the way into the video, short side ``short_side``."""
+    """``count`` frames from a third of the way into the video, short side ``short_side``.
+
+    The third is taken from the frame count in the video's header; where the header overstates it (Debian
+    ``opencv-doc``'s tree.avi says 444 frames and holds 68), the frames are counted by reading them and the
+    third is taken from that count.
+    """
+    capture = _open(path)
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, total // 3)
+    frames = _read(capture, count, short_side)
+    if len(frames) < count:
+        capture = _open(path)
+        total = 0
+        while capture.grab():
+            total += 1
+        capture = _open(path)
+        for _ in range(total // 3):
+            capture.grab()
+        frames = _read(capture, count, short_side)
+    if len(frames) < count:
+        sys.exit(f"make_clip_set: {path} has only {len(frames)} frames from its third on, {count} needed")
+    return frames
+
+
+def _open(path: Path) -> "cv2.VideoCapture":
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         sys.exit(f"make_clip_set: cannot read video {path}")
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, total // 3)
+    return capture
+
+
+def _read(capture: "cv2.VideoCapture", count: int, short_side: int) -> list:
+    """Up to ``count`` next frames of ``capture``, resized so the short side is ``short_side``."""
     frames = []
     while len(frames) < count:
         ok, frame = capture.read()
@@ -36,8 +63,6 @@ def video_frames(path: Path, count: int, short_side: int) -> list:
         h, w = frame.shape[:2]
         scale = short_side / min(h, w)
         frames.append(cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA))
-    if len(frames) < count:
-        sys.exit(f"make_clip_set: {path} has only {len(frames)} frames from its third on, {count} needed")
     return frames
 
 
