@@ -357,15 +357,18 @@ def test_the_propagator_uses_the_image_of_a_geodesic_model():
 
 
 
-def test_the_propagator_fills_without_the_dominant_motion_prior_on_request():
+def test_the_propagator_uses_the_dominant_motion_prior_only_when_asked():
     model = _geodesic_model(geodesic_prior_distance=20.0)
     _zero_last_layer(model)  # the flow is the fill
     image = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     propagator = Propagator(model, working_size=(64, 80))
     propagator.set_image(image)
     arrows, still = [(10, 10, 6.0, -2.0), (12, 50, 6.0, -2.0)], [(70, 30)]
-    with_prior = propagator.propagate_batch([(arrows, still)])[0]
-    without = propagator.propagate_batch([(arrows, still)], dominant_motion=False)[0]
+    without = propagator.propagate_batch([(arrows, still)])[0]  # off by default: hand-placed arrows
+    with_prior = propagator.propagate_batch([(arrows, still)], dominant_motion=True)[0]
+    on = Propagator(model, working_size=(64, 80), dominant_motion=True)
+    on.set_image(image)
+    np.testing.assert_array_equal(on.propagate(arrows, still), with_prior)
     cost = edge_cost(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, 40.0)
     sparse = propagator.sparse_input([(arrows, still)])
     for flow, prior in ((with_prior, 20.0), (without, 0.0)):
@@ -431,3 +434,31 @@ def test_the_forward_pass_computes_the_edge_cost_only_when_its_input_needs_it(mo
         expected = model.decode(model.encode_image(image), sparse)
     assert len(calls) == costs + 1  # + the encode_image above, which keeps it by default
     torch.testing.assert_close(output, expected)
+
+
+def test_propagate_and_animate_take_the_dominant_motion_prior_on_request(tmp_path, capsys):
+    import cv2
+
+    import motionprop
+    from motionprop.cli import main
+    from motionprop.data.flow_io import read_flow
+
+    model = _geodesic_model(geodesic_prior_distance=20.0)
+    _zero_last_layer(model)
+    motionprop.save_model(tmp_path / "ckpt", model)
+    cv2.imwrite(str(tmp_path / "image.png"), np.random.default_rng(2).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    flows = {}
+    for flag in ([], ["--dominant-motion"]):
+        out = tmp_path / f"flow{len(flag)}.flo"
+        code = main(["propagate", "--checkpoint", str(tmp_path / "ckpt"), "--image", str(tmp_path / "image.png"),
+                     "--working-size", "64", "--precision", "fp32", "--arrow", "10,10,6,-2", "12,50,6,-2",
+                     "--still", "70,30", "--out-flow", str(out), *flag])
+        assert code == 0, capsys.readouterr().err
+        flows[bool(flag)] = read_flow(out)
+    assert np.abs(flows[True] - flows[False]).max() > 0.5
+    np.testing.assert_allclose(flows[True][10, 10], [6.0, -2.0], atol=1e-3)  # guided pixels exact either way
+    np.testing.assert_allclose(flows[False][10, 10], [6.0, -2.0], atol=1e-3)
+    code = main(["animate", "--checkpoint", str(tmp_path / "ckpt"), "--image", str(tmp_path / "image.png"),
+                 "--arrow", "10,10,6,-2", "--dominant-motion", "--frames", "2", "--out", str(tmp_path / "frames"),
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err

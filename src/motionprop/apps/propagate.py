@@ -117,7 +117,13 @@ class Propagator:
     ``precision`` is ``fp32`` (default), ``bf16`` (bfloat16 autocast for the
     network's convolutions; decoding, fills and flow stay float32) or ``auto``
     (bf16 where it is native: CPUs with AVX512-BF16/AMX, CUDA): see
-    :mod:`motionprop.precision`.
+    :mod:`motionprop.precision`. ``dominant_motion``: whether a model with
+    ``model.geodesic_prior_distance`` moves pixels far from every arrow with
+    the image's dominant motion (the guidance vectors' mean weighted by the
+    image border each one's cell holds). Off by default: for a few hand-placed
+    arrows and still points it spreads part of the arrows' motion over the
+    whole image; on for guidance sampled over the whole frame, such as tracks
+    from a video (what ``model.predict_flow`` and the benchmarks do).
     Not thread-safe: give each thread its own, or lock.
 
     Example::
@@ -129,8 +135,9 @@ class Propagator:
 
     def __init__(self, model: nn.Module, working_size: int | tuple[int, int] | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, cached_decoder: bool = True, max_aspect: float = MAX_ASPECT,
-                 channels_last: bool = False, precision: str = "fp32"):
+                 channels_last: bool = False, precision: str = "fp32", dominant_motion: bool = False):
         self.model = model.eval()
+        self.dominant_motion = bool(dominant_motion)
         self.precision = resolve_precision(precision, self.device)
         self.channels_last = bool(channels_last)
         if self.channels_last:
@@ -303,15 +310,16 @@ class Propagator:
         return result[0]
 
     def propagate_batch(self, guidance_sets: Sequence[Guidance | tuple], *, return_confidence: bool = False,
-                        dominant_motion: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                        dominant_motion: bool | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Flows (N, H, W, 2) float32 for N guidance sets (each a Guidance or an (arrows, still_points) pair).
 
         The sets are decoded in batches of ``batch_size`` against the cached
         image features. With ``return_confidence``: also confidences (N, H, W).
-        ``dominant_motion=False``: a model with ``model.geodesic_prior_distance``
-        fills without its dominant-motion prior (click-to-mask's probes, whose
-        still points already say how the rest of the image moves).
+        ``dominant_motion``: this call's choice of the dominant-motion prior
+        (default: the propagator's); click-to-mask's probes leave it out.
         """
+        if dominant_motion is None:
+            dominant_motion = self.dominant_motion
         self._require_image()
         if return_confidence and getattr(self.model, "bins", None) is None:
             raise InputError("confidence needs a discrete (bin) network; this one regresses flow directly")

@@ -33,6 +33,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    f"default: {PRECISION_DEFAULT})")
 
 
+def _add_dominant_motion_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dominant-motion", action="store_true",
+                   help="networks trained with model.geodesic_prior_distance (the quickstart's): move pixels far "
+                   "from every arrow with the image's dominant motion, estimated from the arrows. For guidance "
+                   "spread over the whole frame (tracks from a video); off by default, as a few hand-placed "
+                   "arrows would drag the whole image along")
+
+
 def _add_guidance_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arrow", action="extend", nargs="+", default=[], metavar="X,Y,DX,DY",
                    help=f"the pixel at (X, Y) moves by (DX, DY); repeatable ({POINTS_HELP})")
@@ -68,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the bin distributions, discrete networks) as a gray PNG; --out-vis then shows it too")
     p.add_argument("--max-flow", type=float, metavar="PX", help="fixed colour scale of the picture: flow of "
                    "this length in pixels is fully saturated (default: the largest flow)")
+    _add_dominant_motion_option(p)
     p.set_defaults(func=run_propagate)
 
     p = subparsers.add_parser(
@@ -89,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", action="append", required=True, metavar="OUT",
                    help="OUT.gif, OUT.mp4 or OUT_DIR/ (PNG frames); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dominant_motion_option(p)
     p.set_defaults(func=run_animate)
 
     p = subparsers.add_parser(
@@ -147,7 +157,8 @@ def _load_propagator(args: argparse.Namespace) -> Any:
     from ..checkpoint import load_model
 
     model = load_model(args.checkpoint, args.config, device=args.device)
-    return Propagator(model, working_size=args.working_size, channels_last=True, precision=args.precision)
+    return Propagator(model, working_size=args.working_size, channels_last=True, precision=args.precision,
+                      dominant_motion=getattr(args, "dominant_motion", False))
 
 
 def _check_model_inputs(args: argparse.Namespace) -> None:
