@@ -336,7 +336,7 @@ class Propagator:
         return (flows, confidences) if return_confidence else flows
 
     @torch.inference_mode()
-    def _query(self, sparse: torch.Tensor, return_confidence: bool, dominant_motion: bool = True
+    def _query(self, sparse: torch.Tensor, return_confidence: bool, dominant_motion: bool
                ) -> tuple[np.ndarray, np.ndarray | None]:
         """sparse (B,4,h,w) at the working size -> flow (B,H,W,2) in image pixels [, confidence (B,H,W)]."""
         sparse = sparse.to(self.device)

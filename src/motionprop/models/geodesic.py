@@ -188,15 +188,16 @@ def geodesic_point_distances(sparse: torch.Tensor, cost: torch.Tensor, cells: in
 PRIOR_WEIGHTS = ("border", "area")
 
 
-def _cell_shares(owner: torch.Tensor, points: int, weights: str) -> torch.Tensor:
-    """(points,): how many pixels of the image's border (or of the whole image) each point's cell holds; ``owner``
-    (H, W) is each pixel's nearest point."""
+def _counted_pixels(distance: torch.Tensor, weights: str) -> torch.Tensor:
+    """distance (k, H, W) -> (k, P): the pixels whose nearest point the dominant motion counts, the image's border
+    (``weights="border"``) or all of them (``"area"``)."""
     if weights == "area":
-        return torch.bincount(owner.flatten(), minlength=points)
+        return distance.flatten(1)
     if weights != "border":
         raise ValueError(f"prior_weights must be one of {', '.join(PRIOR_WEIGHTS)}, got {weights!r}")
-    ring = torch.cat([owner[0], owner[-1], owner[1:-1, 0], owner[1:-1, -1]]) if owner.shape[0] > 1 else owner[0]
-    return torch.bincount(ring, minlength=points)
+    if distance.shape[1] == 1:
+        return distance[:, 0]
+    return torch.cat([distance[:, 0], distance[:, -1], distance[:, 1:-1, 0], distance[:, 1:-1, -1]], dim=1)
 
 
 @torch.no_grad()
@@ -235,16 +236,18 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
         vectors = sparse[b, :2, gy, gx].float()  # (2, K)
         total = out.new_zeros(2, height, width)
         norm = out.new_zeros(height, width)
-        nearest = out.new_full((height, width), float("inf"))  # distance to, and index of, the nearest point
-        owner = torch.zeros(height, width, device=sparse.device, dtype=torch.long)
+        nearest, owner = None, None  # of the counted pixels: the distance to, and the index of, the nearest point
         for first in range(0, gy.numel(), _POINTS_PER_BLOCK):  # bounded memory: K x H x W in blocks of points
             py, px = gy[first:first + _POINTS_PER_BLOCK], gx[first:first + _POINTS_PER_BLOCK]
             distance = _full_distances(geodesic[b, first:first + py.numel()], py, px, stride, (height, width))
             if prior_distance > 0:
-                block_min, block_arg = distance.min(dim=0)
-                closer = block_min < nearest
-                nearest = torch.where(closer, block_min, nearest)
-                owner = torch.where(closer, block_arg + first, owner)
+                block_min, block_arg = _counted_pixels(distance, prior_weights).min(dim=0)
+                if nearest is None:
+                    nearest, owner = block_min, block_arg
+                else:
+                    closer = block_min < nearest
+                    nearest = torch.where(closer, block_min, nearest)
+                    owner = torch.where(closer, block_arg + first, owner)
             weights = _inverse_power(distance.clamp_min(1e-3), power)  # (k, H, W)
             if colour is not None and colour_sigma > 0:
                 pixel = colour[b].float()
@@ -253,7 +256,7 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
             total += torch.einsum("khw,ck->chw", weights, vectors[:, first:first + py.numel()])
             norm += weights.sum(dim=0)
         if prior_distance > 0:
-            share = _cell_shares(owner, gy.numel(), prior_weights).to(vectors.dtype)
+            share = torch.bincount(owner, minlength=gy.numel()).to(vectors.dtype)
             dominant = vectors @ (share / share.sum())  # (2,)
             prior = float(prior_distance) ** -power
             total += prior * dominant[:, None, None]
