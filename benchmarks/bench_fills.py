@@ -326,11 +326,12 @@ def main(argv: list[str] | None = None) -> int:
                 for ridge in ridges:
                     fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(
                         sparse, point_distances[weights[0]], ridge)
+            cost = edge_cost(rgb, weights[0]) if priors else None
             for prior in priors:
                 for share in shares:
                     name = f"geodesic {weights[0]:g} prior {prior:g}" + ("" if share == "border" else f" {share}")
-                    fills[name] = geodesic_idw(sparse[None], edge_cost(rgb, weights[0]), power=4.0,
-                                               prior_distance=prior, prior_weights=share)[0]
+                    fills[name] = geodesic_idw(sparse[None], cost, power=4.0, prior_distance=prior,
+                                               prior_weights=share)[0]
                 if args.prior_oracle and points:
                     median = flow.flatten(1).median(dim=1).values
                     fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = prior_fill(
