@@ -416,6 +416,16 @@ def test_the_fill_input_shows_the_sparse_encoder_the_geodesic_fill():
                                    atol=1e-4, rtol=1e-4)
 
 
+def test_the_fill_input_leaves_the_dominant_motion_prior_out():
+    """So the encoder sees the same input whether a caller asks for the prior in the base fill or not."""
+    model = _geodesic_model(guidance_input="fill", geodesic_prior_distance=20.0)
+    image, sparse = torch.randn(1, 3, 64, 64), random_sparse(batch=1, size=(64, 64))
+    cost = model.guidance_cost(image)
+    encoded = model.encode_guidance(sparse, cost)
+    torch.testing.assert_close(encoded[:, :2], model.residual_fill(sparse, cost, dominant_motion=False))
+    assert (encoded[:, :2] - model.residual_fill(sparse, cost)).abs().max() > 0.1
+
+
 def test_the_fill_input_needs_a_residual_model():
     with pytest.raises(ConfigError, match="model.guidance_input: fill"):
         ModelConfig(guidance_input="fill").validate()

@@ -107,7 +107,9 @@ class CMP(nn.Module):
             return dense_guidance_input(sparse, self.guidance_distance_scale)[0]
         if self.guidance_input == "fill":
             encoded, _ = dense_guidance_input(sparse, self.guidance_distance_scale)
-            encoded[:, :2] = self.residual_fill(sparse, cost).to(encoded.dtype)
+            # Without the dominant-motion prior: the encoder's input stays the same whether a caller
+            # (Propagator(dominant_motion=...)) puts the prior in the base fill or not.
+            encoded[:, :2] = self.residual_fill(sparse, cost, dominant_motion=False).to(encoded.dtype)
             return encoded
         return sparse
 
