@@ -227,20 +227,6 @@ def load_feature_encoders(texts: Sequence[str], layer: str) -> dict[str, object]
         sys.exit(f"bench_fills: --features: {exc}")
 
 
-def prior_fill(sparse: torch.Tensor, distances: torch.Tensor, dominant: torch.Tensor, prior: float,
-               power: float = 4.0) -> torch.Tensor:
-    """(2, H, W): the geodesic IDW fill with ``dominant`` (2,) as the motion of a virtual point ``prior`` px from every
-    pixel, i.e. ``model.geodesic_prior_distance`` told the dominant motion instead of estimating it (``distances``
-    (K, H, W) from ``geodesic_point_distances``)."""
-    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
-    vectors = sparse[:2, gy, gx].float()
-    weights = distances.clamp_min(1e-3).pow(-power)
-    virtual = prior ** -power
-    fill = (torch.einsum("khw,ck->chw", weights, vectors) + virtual * dominant[:, None, None]) / (weights.sum(0) + virtual)
-    fill[:, gy, gx] = vectors
-    return fill
-
-
 def _numbers(text: str, flag: str) -> list[float]:
     """'1,2.5' -> [1.0, 2.5] ('' -> []), or exit naming the flag."""
     try:
@@ -318,24 +304,24 @@ def main(argv: list[str] | None = None) -> int:
             needed = []  # geodesic weights whose distance maps the affine and LOO fills use, each computed once
             if args.loo and points >= 2:
                 needed = weights
-            elif (ridges or (priors and args.prior_oracle)) and points:
+            elif ridges and points:
                 needed = weights[:1]
             rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
-            point_distances = {w: geodesic_point_distances(sparse[None], edge_cost(rgb, w))[0][2] for w in needed}
+            costs = {w: edge_cost(rgb, w) for w in set(needed) | set(weights[:1] if priors else [])}
+            point_distances = {w: geodesic_point_distances(sparse[None], costs[w])[0][2] for w in needed}
             if ridges and points:
                 for ridge in ridges:
                     fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(
                         sparse, point_distances[weights[0]], ridge)
-            cost = edge_cost(rgb, weights[0]) if priors else None
+            median = flow.flatten(1).median(dim=1).values[None] if args.prior_oracle else None  # (1, 2)
             for prior in priors:
                 for share in shares:
                     name = f"geodesic {weights[0]:g} prior {prior:g}" + ("" if share == "border" else f" {share}")
-                    fills[name] = geodesic_idw(sparse[None], cost, power=4.0, prior_distance=prior,
+                    fills[name] = geodesic_idw(sparse[None], costs[weights[0]], power=4.0, prior_distance=prior,
                                                prior_weights=share)[0]
-                if args.prior_oracle and points:
-                    median = flow.flatten(1).median(dim=1).values
-                    fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = prior_fill(
-                        sparse, point_distances[weights[0]], median, prior)
+                if median is not None:
+                    fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = geodesic_idw(
+                        sparse[None], costs[weights[0]], power=4.0, prior_distance=prior, dominant=median)[0]
             if args.loo and points >= 2:
                 predictions = leave_one_out(pair["image"], sparse, radii, point_distances)
                 fills.update(loo_fills({name: fills[name] for name in predictions}, predictions, sparse))

@@ -240,18 +240,22 @@ def test_far_from_its_points_the_fill_takes_the_motion_of_the_largest_region():
     torch.testing.assert_close(prior[0, :, 24, 30], torch.tensor([0.0, 0.0]))
 
 
-def test_bench_fills_prior_fill_told_the_estimated_dominant_motion_is_the_library_fill(load_benchmark):
-    fills = load_benchmark("bench_fills")
-    sparse = random_sparse(batch=1, size=(40, 56), points=6, seed=2)
+def test_a_given_dominant_motion_replaces_the_estimate():
+    sparse = random_sparse(batch=2, size=(40, 56), points=6, seed=2)
     cost = edge_cost(torch.from_numpy(_striped_image(40, 56)).permute(2, 0, 1)[None].float() / 255, 40.0)
-    gy, gx, distances = geodesic_point_distances(sparse, cost)[0]
-    area = torch.bincount(distances.argmin(0).flatten(), minlength=gy.numel()).float()
-    dominant = sparse[0, :2, gy, gx] @ (area / area.sum())
-    told = fills.prior_fill(sparse[0], distances, dominant, 25.0)
-    library = geodesic_idw(sparse, cost, power=4.0, prior_distance=25.0, prior_weights="area")[0]
-    assert torch.allclose(told, library, atol=1e-4)
-    other = fills.prior_fill(sparse[0], distances, dominant + 5.0, 25.0)
+    estimated = []  # the border-share mean, as the definition test computes it
+    for b, (gy, gx, distances) in enumerate(geodesic_point_distances(sparse, cost)):
+        owner = distances.argmin(0)
+        ring = torch.cat([owner[0], owner[-1], owner[1:-1, 0], owner[1:-1, -1]])
+        share = torch.bincount(ring, minlength=gy.numel()).float()
+        estimated.append(sparse[b, :2, gy, gx] @ (share / share.sum()))
+    estimated = torch.stack(estimated)
+    told = geodesic_idw(sparse, cost, power=4.0, prior_distance=25.0, dominant=estimated)
+    assert torch.allclose(told, geodesic_idw(sparse, cost, power=4.0, prior_distance=25.0), atol=1e-4)
+    other = geodesic_idw(sparse, cost, power=4.0, prior_distance=25.0, dominant=estimated + 5.0)
     assert float((other - told).abs().max()) > 1.0
+    gy, gx = torch.nonzero(sparse[0, 2] > 0, as_tuple=True)
+    torch.testing.assert_close(other[0, :, gy, gx], sparse[0, :2, gy, gx])  # guided pixels stay exact
 
 
 def test_bench_fills_local_affine_fill_is_exact_for_an_affine_motion_and_the_idw_fill_for_a_large_ridge(

@@ -203,7 +203,8 @@ def _counted_pixels(distance: torch.Tensor, weights: str) -> torch.Tensor:
 @torch.no_grad()
 def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: int = 64,
                  rounds: int = 1, colour: torch.Tensor | None = None, colour_sigma: float = 0.0,
-                 prior_distance: float = 0.0, prior_weights: str = "border") -> torch.Tensor:
+                 prior_distance: float = 0.0, prior_weights: str = "border",
+                 dominant: torch.Tensor | None = None) -> torch.Tensor:
     """sparse (B,4,H,W), cost (B or 1,1,H,W) -> (B,2,H,W): IDW of the guidance with geodesic distances.
 
     With ``colour`` (B,C,H,W) and ``colour_sigma`` > 0, a point's weight at a
@@ -220,7 +221,9 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
     D) take that motion instead of the nearest far-away vectors: in real
     video the scenery, which moves with the camera, surrounds the frame,
     while things that move on their own mostly lie inside it, and the
-    sampler puts few points in large regions of uniform motion.
+    sampler puts few points in large regions of uniform motion. ``dominant``
+    (B, 2), if given, is that motion instead of the estimate (a headroom
+    measurement: the true flow's median).
 
     Guided pixels keep their vectors exactly; an image without guidance gets
     zeros.
@@ -240,7 +243,7 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
         for first in range(0, gy.numel(), _POINTS_PER_BLOCK):  # bounded memory: K x H x W in blocks of points
             py, px = gy[first:first + _POINTS_PER_BLOCK], gx[first:first + _POINTS_PER_BLOCK]
             distance = _full_distances(geodesic[b, first:first + py.numel()], py, px, stride, (height, width))
-            if prior_distance > 0:
+            if prior_distance > 0 and dominant is None:
                 block_min, block_arg = _counted_pixels(distance, prior_weights).min(dim=0)
                 if nearest is None:
                     nearest, owner = block_min, block_arg
@@ -256,10 +259,13 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
             total += torch.einsum("khw,ck->chw", weights, vectors[:, first:first + py.numel()])
             norm += weights.sum(dim=0)
         if prior_distance > 0:
-            share = torch.bincount(owner, minlength=gy.numel()).to(vectors.dtype)
-            dominant = vectors @ (share / share.sum())  # (2,)
+            if dominant is None:
+                share = torch.bincount(owner, minlength=gy.numel()).to(vectors.dtype)
+                motion = vectors @ (share / share.sum())  # (2,)
+            else:
+                motion = dominant[b].to(vectors)
             prior = float(prior_distance) ** -power
-            total += prior * dominant[:, None, None]
+            total += prior * motion[:, None, None]
             norm += prior
         out[b] = total / norm
         out[b, :, gy, gx] = vectors
