@@ -38,7 +38,8 @@ network could predict at best).
 
 ``--prior D[,D...]`` adds the geodesic fill (first ``--geodesic`` weight) with the dominant-motion prior of
 ``model.geodesic_prior_distance`` at these distances: the guidance vectors' mean weighted by how much of the image's
-border each point's cell holds (``--prior-shares area``: by its area), as a virtual point D px from every pixel.
+border each point's cell holds (``--prior-shares area``: by its area; ``connectivity``: by its border pixels / sqrt(area)),
+as a virtual point D px from every pixel.
 ``--prior-oracle`` adds the same fills told the true flow's median instead (headroom, not a method).
 """
 
@@ -263,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also geodesic fills (first --geodesic weight) with the dominant-motion prior at these "
                              "distances in px (model.geodesic_prior_distance)")
     parser.add_argument("--prior-shares", default="border", metavar="S[,S...]",
-                        help="what weights each point's vector in the dominant motion: border (its cell's pixels on "
-                             "the image border, the model's) and/or area (the whole cell); default: border")
+                        help="what weights each point's vector in the dominant motion (model.geodesic_prior_weights): "
+                             "border (its cell's pixels on the image border), area (the whole cell), connectivity "
+                             "(border pixels / sqrt(area)); default: border")
     parser.add_argument("--prior-oracle", action="store_true",
                         help="with --prior, also the same fills given the true flow's median as the dominant motion "
                              "(headroom)")

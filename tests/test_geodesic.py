@@ -169,11 +169,11 @@ def test_point_distances_are_the_ones_geodesic_idw_weights():
 
 
 
-@pytest.mark.parametrize("shares", ["border", "area"])
+@pytest.mark.parametrize("shares", ["border", "area", "connectivity"])
 def test_the_dominant_motion_prior_is_the_share_weighted_mean_vector_at_its_distance(shares):
     """The definition, computed from the point distances: a virtual point D away carrying the mean guidance
-    vector weighted by each point's geodesic Voronoi cell (its pixels on the image border, or all of them);
-    blocks of points give the same as one block."""
+    vector weighted by each point's geodesic Voronoi cell (its pixels on the image border, all of them, or the
+    border pixels over the square root of all); blocks of points give the same as one block."""
     import motionprop.models.geodesic as geodesic
 
     sparse = random_sparse(batch=2, size=(40, 56), points=9, seed=5)
@@ -187,9 +187,10 @@ def test_the_dominant_motion_prior_is_the_share_weighted_mean_vector_at_its_dist
     for b, (gy, gx, distances) in enumerate(geodesic_point_distances(sparse, cost)):
         vectors = sparse[b, :2, gy, gx]
         owner = distances.argmin(0)
-        if shares == "border":
-            owner = torch.cat([owner[0], owner[-1], owner[1:-1, 0], owner[1:-1, -1]])
-        share = torch.bincount(owner.flatten(), minlength=gy.numel()).float()
+        ring = torch.cat([owner[0], owner[-1], owner[1:-1, 0], owner[1:-1, -1]])
+        on_border = torch.bincount(ring, minlength=gy.numel()).float()
+        area = torch.bincount(owner.flatten(), minlength=gy.numel()).float()
+        share = {"border": on_border, "area": area, "connectivity": on_border / area.clamp_min(1).sqrt()}[shares]
         dominant = vectors @ (share / share.sum())
         weights = distances.clamp_min(1e-3).pow(-4.0)
         expected = ((torch.einsum("khw,ck->chw", weights, vectors) + 30.0 ** -4 * dominant[:, None, None])
@@ -222,6 +223,27 @@ def test_the_dominant_motion_is_that_of_the_points_holding_the_border():
     torch.testing.assert_close(border[:, 32, 32], torch.tensor([5.0, 0.0]))  # guided pixels stay exact
     with pytest.raises(ValueError, match="prior_weights"):
         geodesic_idw(sparse, cost, power=4.0, prior_distance=1.0, prior_weights="corners")
+
+
+def test_connectivity_discounts_an_object_that_reaches_the_border_from_inside():
+    """A wide object (a bright band, half the frame, from top to bottom edge) holds 120 border pixels of 3600; a
+    still point on each side of it. By border pixels the object's arrow gives the dominant motion about a third of
+    its vector; by boundary connectivity (border / sqrt(area)) the still scenery, which touches the border more
+    for its size, outweighs it more."""
+    height, width = 60, 120
+    image = torch.zeros(1, 3, height, width)
+    image[..., :, 12:72] = 1.0
+    cost = edge_cost(image, 40.0)
+    sparse = torch.zeros(1, 4, height, width)
+    sparse[0, :, 30, 42] = torch.tensor([9.0, 0.0, 1.0, 1.0])   # the object moves
+    for y, x in ((30, 5), (30, 105), (8, 95), (52, 95)):       # the scenery is still
+        sparse[0, 2:, y, x] = 1.0
+    border = geodesic_idw(sparse, cost, power=4.0, prior_distance=1.0, prior_weights="border")
+    connected = geodesic_idw(sparse, cost, power=4.0, prior_distance=1.0, prior_weights="connectivity")
+    by_border, by_connectivity = float(border[0, 0].median()), float(connected[0, 0].median())
+    assert by_border > 2.5                       # (measured 2.98)
+    assert by_connectivity < 0.7 * by_border     # (measured 1.78)
+    torch.testing.assert_close(connected[0, :, 30, 42], torch.tensor([9.0, 0.0]))  # guided pixels stay exact
 
 
 def test_far_from_its_points_the_fill_takes_the_motion_of_the_largest_region():
@@ -381,7 +403,8 @@ def test_the_propagator_uses_the_dominant_motion_prior_only_when_asked():
     assert np.abs(with_prior - without).max() > 0.5
 
 @pytest.mark.parametrize("key, value", [("geodesic_weight", -1.0), ("geodesic_cells", 1),
-                                        ("geodesic_prior_distance", -1.0)])
+                                        ("geodesic_prior_distance", -1.0),
+                                        ("geodesic_prior_weights", "corners")])
 def test_bad_geodesic_options_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=f"model.{key}"):
         ModelConfig(**{key: value}).validate()
@@ -393,15 +416,17 @@ def test_the_dominant_motion_prior_needs_a_geodesic_residual_model():
     ModelConfig(**{**GEODESIC, "geodesic_prior_distance": 80.0}).validate()
 
 
-def test_a_geodesic_model_with_the_prior_uses_it_in_its_fill():
-    model = _geodesic_model(geodesic_prior_distance=30.0)
+@pytest.mark.parametrize("shares", ["border", "connectivity"])
+def test_a_geodesic_model_with_the_prior_uses_it_in_its_fill(shares):
+    model = _geodesic_model(geodesic_prior_distance=30.0, geodesic_prior_weights=shares)
     _zero_last_layer(model)
     pixels = torch.rand(1, 3, 64, 64) * 255
     mean, std = torch.tensor(model.config.data.mean), torch.tensor(model.config.data.std)
     sparse = random_sparse(batch=1, size=(64, 64))
     with torch.no_grad():
         flow = model.predict_flow((pixels - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), sparse)
-    expected = geodesic_idw(sparse, edge_cost(pixels / 255, 40.0), power=4.0, cells=32, prior_distance=30.0)
+    expected = geodesic_idw(sparse, edge_cost(pixels / 255, 40.0), power=4.0, cells=32, prior_distance=30.0,
+                            prior_weights=shares)
     torch.testing.assert_close(flow, expected, atol=1e-3, rtol=0)
 
 

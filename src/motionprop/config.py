@@ -46,6 +46,9 @@ FLOW_FILE_TYPES = ("jpg", "flo", "png", "npy", "npz")
 GUIDANCE_INPUTS = ("sparse", "dense", "fill")  # fill: dense, with the residual fill in place of the nearest vector
 PREDICTIONS = ("flow", "residual")
 RESIDUAL_BASES = ("nearest", "idw", "geodesic")  # geodesic: IDW with distances that cost more across image edges
+# What weights each guidance vector in the geodesic fill's dominant motion (models/geodesic.py): its Voronoi cell's
+# border pixels, area, or border pixels / sqrt(area) (boundary connectivity).
+PRIOR_WEIGHTS = ("border", "area", "connectivity")
 GUIDANCE_DENSITIES = ("fixed", "random")
 
 
@@ -71,6 +74,7 @@ class ModelConfig:
     geodesic_weight: float = 40.0
     geodesic_cells: int = 64
     geodesic_prior_distance: float = 0.0
+    geodesic_prior_weights: str = "border"
     guidance_radius: float = 0.0
     affinity_dim: int = 0
 
@@ -105,6 +109,7 @@ class ModelConfig:
         if self.geodesic_prior_distance > 0 and (self.prediction != "residual" or self.residual_base != "geodesic"):
             raise ConfigError("model.geodesic_prior_distance > 0 adds the dominant motion to the geodesic fill: "
                               "it needs model.prediction: residual and model.residual_base: geodesic")
+        _check_choice("model.geodesic_prior_weights", self.geodesic_prior_weights, PRIOR_WEIGHTS)
         if not self.guidance_distance_scale > 0:
             raise ConfigError(f"model.guidance_distance_scale must be positive, got {self.guidance_distance_scale}")
         if self.affinity_dim < 0:

@@ -84,7 +84,7 @@ class CMP(nn.Module):
         self.residual = m.prediction == "residual"
         self.residual_base, self.idw_power = m.residual_base, m.idw_power
         self.geodesic_weight, self.geodesic_cells = m.geodesic_weight, m.geodesic_cells
-        self.geodesic_prior_distance = m.geodesic_prior_distance
+        self.geodesic_prior_distance, self.geodesic_prior_weights = m.geodesic_prior_distance, m.geodesic_prior_weights
         self._pixel_mean = tuple(float(v) for v in config.data.mean)
         self._pixel_std = tuple(float(v) for v in config.data.std)
         self.guidance_radius = m.guidance_radius
@@ -156,7 +156,8 @@ class CMP(nn.Module):
         with torch.autocast(sparse.device.type, enabled=False):  # a fixed fill: float32 under any precision
             if self.residual_base == "geodesic":
                 return geodesic_idw(sparse.float(), cost, self.idw_power, self.geodesic_cells,
-                                    prior_distance=self.geodesic_prior_distance if dominant_motion else 0.0)
+                                    prior_distance=self.geodesic_prior_distance if dominant_motion else 0.0,
+                                    prior_weights=self.geodesic_prior_weights)
             return guidance_fill(sparse.float(), self.residual_base, self.idw_power)
 
     def _check_size(self, tensor: torch.Tensor, name: str, channels: int) -> None:

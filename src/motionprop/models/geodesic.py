@@ -25,6 +25,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from ..config import PRIOR_WEIGHTS
+
 _SQRT2 = math.sqrt(2.0)
 _POINTS_PER_BLOCK = 16
 
@@ -185,19 +187,34 @@ def geodesic_point_distances(sparse: torch.Tensor, cost: torch.Tensor, cells: in
     return out
 
 
-PRIOR_WEIGHTS = ("border", "area")
+def _border_ring(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """The flat indices of an (height, width) image's border pixels, each once: top row, bottom row, then the
+    left and right columns between them."""
+    index = torch.arange(height * width, device=device).view(height, width)
+    if height == 1:
+        return index[0]
+    return torch.cat([index[0], index[-1], index[1:-1, 0], index[1:-1, -1]])
 
 
 def _counted_pixels(distance: torch.Tensor, weights: str) -> torch.Tensor:
     """distance (k, H, W) -> (k, P): the pixels whose nearest point the dominant motion counts, the image's border
-    (``weights="border"``) or all of them (``"area"``)."""
-    if weights == "area":
-        return distance.flatten(1)
-    if weights != "border":
+    (``weights="border"``) or all of them (``"area"``, ``"connectivity"``)."""
+    if weights not in PRIOR_WEIGHTS:
         raise ValueError(f"prior_weights must be one of {', '.join(PRIOR_WEIGHTS)}, got {weights!r}")
-    if distance.shape[1] == 1:
-        return distance[:, 0]
-    return torch.cat([distance[:, 0], distance[:, -1], distance[:, 1:-1, 0], distance[:, 1:-1, -1]], dim=1)
+    if weights == "border":
+        return distance.flatten(1)[:, _border_ring(*distance.shape[-2:], distance.device)]
+    return distance.flatten(1)
+
+
+def _prior_shares(owner: torch.Tensor, weights: str, count: int, size: tuple[int, int]) -> torch.Tensor:
+    """(count,): each point's share of the dominant motion, from ``owner`` (P,), the nearest point of each pixel
+    :func:`_counted_pixels` gave: its border pixels, its area, or its boundary connectivity, border pixels /
+    sqrt(area) (Zhu et al., CVPR 2014: regions of the scenery touch the border much for their size)."""
+    if weights == "connectivity":
+        border = torch.bincount(owner[_border_ring(*size, owner.device)], minlength=count).float()
+        area = torch.bincount(owner, minlength=count).float()
+        return border / area.clamp_min(1.0).sqrt()
+    return torch.bincount(owner, minlength=count).float()
 
 
 @torch.no_grad()
@@ -216,9 +233,12 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
     With ``prior_distance`` D > 0, a virtual point at distance D from every
     pixel carries the image's *dominant motion*: the mean of the guidance
     vectors weighted by how much of the image's border each point's geodesic
-    Voronoi cell holds (``prior_weights="border"``) or by the cell's area
-    (``"area"``). Pixels far from every guidance point (further than about
-    D) take that motion instead of the nearest far-away vectors: in real
+    Voronoi cell holds (``prior_weights="border"``), by the cell's area
+    (``"area"``), or by its boundary connectivity, border pixels / sqrt(area)
+    (``"connectivity"``: a cell of the scenery touches the border much for its
+    size, an object that reaches into the frame from its edge little). Pixels
+    far from every guidance point (further than about D) take that motion
+    instead of the nearest far-away vectors: in real
     video the scenery, which moves with the camera, surrounds the frame,
     while things that move on their own mostly lie inside it, and the
     sampler puts few points in large regions of uniform motion. ``dominant``
@@ -260,7 +280,7 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
             norm += weights.sum(dim=0)
         if prior_distance > 0:
             if dominant is None:
-                share = torch.bincount(owner, minlength=gy.numel()).to(vectors.dtype)
+                share = _prior_shares(owner, prior_weights, gy.numel(), (height, width)).to(vectors.dtype)
                 motion = vectors @ (share / share.sum())  # (2,)
             else:
                 motion = dominant[b].to(vectors)
