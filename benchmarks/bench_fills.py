@@ -40,7 +40,9 @@ network could predict at best).
 ``model.geodesic_prior_distance`` at these distances: the guidance vectors' mean weighted by how much of the image's
 border each point's cell holds (``--prior-shares area``: by its area; ``connectivity``: by its border pixels / sqrt(area)),
 as a virtual point D px from every pixel.
-``--prior-oracle`` adds the same fills told the true flow's median instead (headroom, not a method).
+``--prior-oracle`` adds the same fills told the true flow's median instead, and told the guidance vector nearest to that
+median (which a rule choosing one guided point as the scenery could reach at best), and prints how many guided points
+lie within 1 px of the median (headroom, not methods).
 """
 
 from __future__ import annotations
@@ -228,6 +230,15 @@ def load_feature_encoders(texts: Sequence[str], layer: str) -> dict[str, object]
         sys.exit(f"bench_fills: --features: {exc}")
 
 
+def guided_vector_nearest(sparse: torch.Tensor, motion: torch.Tensor, within: float = 1.0) -> tuple[torch.Tensor, int]:
+    """sparse (4, H, W) with guidance, motion (2,) -> the guided vector (2,) nearest to ``motion``, and how many guided
+    vectors lie within ``within`` px of it."""
+    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
+    vectors = sparse[:2, gy, gx]
+    off = (vectors - motion[:, None]).norm(dim=0)
+    return vectors[:, off.argmin()], int((off < within).sum())
+
+
 def _numbers(text: str, flag: str) -> list[float]:
     """'1,2.5' -> [1.0, 2.5] ('' -> []), or exit naming the flag."""
     try:
@@ -299,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(pairs)} pairs from {args.davis}")
     for density in densities:
         errors: dict[str, list[float]] = {}
+        near: list[tuple[int, int]] = []  # per pair with guidance: (guided points within 1 px of the median, points)
         for pair, flow, sparse in real.pair_tensors(pairs, density, 0):
             feature_maps = {text: feature_map(encoder, pair["image"]) for text, encoder in encoders.items()}
             fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas, feature_maps, feature_sigmas)
@@ -316,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
                     fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(
                         sparse, point_distances[weights[0]], ridge)
             median = flow.flatten(1).median(dim=1).values[None] if args.prior_oracle else None  # (1, 2)
+            best = None  # the guided vector nearest to the median
+            if median is not None and points:
+                best, within = guided_vector_nearest(sparse, median[0])
+                best = best[None]
+                near.append((within, points))
             for prior in priors:
                 for share in shares:
                     name = f"geodesic {weights[0]:g} prior {prior:g}" + ("" if share == "border" else f" {share}")
@@ -324,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                 if median is not None:
                     fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = geodesic_idw(
                         sparse[None], costs[weights[0]], power=4.0, prior_distance=prior, dominant=median)[0]
+                    fills[f"geodesic {weights[0]:g} prior {prior:g}, guided vector nearest the median"] = (
+                        geodesic_idw(sparse[None], costs[weights[0]], power=4.0, prior_distance=prior,
+                                     dominant=best)[0] if best is not None else fills["IDW-4"])
             if args.loo and points >= 2:
                 predictions = leave_one_out(pair["image"], sparse, radii, point_distances)
                 fills.update(loo_fills({name: fills[name] for name in predictions}, predictions, sparse))
@@ -340,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, fill in fills.items():
                 errors.setdefault(name, []).append(real.epe(fill, flow))
         print(f"{density}: " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in errors.items()), flush=True)
+        if near:
+            print(f"{density}: guided points within 1 px of the true median flow: {np.mean([n for n, _ in near]):.1f} "
+                  f"of {np.mean([k for _, k in near]):.1f} per pair", flush=True)
     return 0
 
 

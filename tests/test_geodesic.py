@@ -301,6 +301,16 @@ def test_bench_fills_local_affine_fill_is_exact_for_an_affine_motion_and_the_idw
     assert not torch.allclose(fill, smooth, atol=0.1)
 
 
+def test_bench_fills_guided_vector_nearest_a_motion(load_benchmark):
+    bench = load_benchmark("bench_fills")
+    sparse = torch.zeros(4, 20, 30)
+    for (y, x), vector in zip(((2, 3), (10, 10), (15, 25), (5, 20)), ((4.0, 0.0), (0.5, 0.2), (-3.0, 1.0), (0.0, -0.6))):
+        sparse[:, y, x] = torch.tensor([*vector, 1.0, 1.0])
+    best, within = bench.guided_vector_nearest(sparse, torch.tensor([0.4, 0.0]))
+    torch.testing.assert_close(best, torch.tensor([0.5, 0.2]))
+    assert within == 2          # (0.5, 0.2) and (0, -0.6) lie within 1 px of (0.4, 0)
+
+
 def test_bench_fills_leave_one_out_predicts_each_point_as_the_fill_without_it(load_benchmark):
     bench = load_benchmark("bench_fills")
     image = _striped_image(40, 56)
