@@ -140,13 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from motionprop.apps.annotate import annotate
     from motionprop.apps.propagate import Propagator, load_image
     from motionprop.apps.refine import click_discs, grabcut, refine_mask
+    from motionprop.errors import MotionpropError
 
     torch.set_num_threads(args.threads)
     if args.border_per_side is not None and args.border_per_side <= 0:
         parser.error(f"--border-per-side must be positive, got {args.border_per_side:g}")
+    try:
+        model = load_model(args.checkpoint)
+    except MotionpropError as exc:
+        parser.error(f"{args.checkpoint}: {exc}")
     if args.davis is not None:
-        from motionprop.errors import MotionpropError
-
         try:
             found = davis_objects(args.davis, args.min_area)[:args.limit]
         except MotionpropError as exc:
@@ -160,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not found:
         parser.error(f"no object of at least {args.min_area} px in {args.data}")
     mean_area = float(np.mean([(labels == k).sum() for _, labels, k in found]))
-    propagator = Propagator(load_model(args.checkpoint), working_size=args.working_size, precision=args.precision)
+    propagator = Propagator(model, working_size=args.working_size, precision=args.precision)
     scores: dict[str, list[float]] = {name: [] for name in ("cmp", "cmp+grabcut", "disc", "disc+grabcut", "flood")}
     areas: dict[str, list[float]] = {name: [] for name in scores}  # mask area / object area
     current = None

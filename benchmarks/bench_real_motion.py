@@ -154,12 +154,27 @@ def pair_tensors(pairs: list[dict], density: str, seed: int) -> Iterator[tuple[d
         yield pair, flow, pair_guidance(pair, density, seed, index)
 
 
+def load_checkpoints(checkpoints: list[str]) -> dict:
+    """{checkpoint: model in eval mode}; exits with one line naming the checkpoint that cannot be read."""
+    from motionprop import load_model
+    from motionprop.errors import MotionpropError
+
+    models = {}
+    for checkpoint in checkpoints:
+        try:
+            models[checkpoint] = load_model(checkpoint).eval()
+        except MotionpropError as exc:
+            sys.exit(f"bench_real_motion: {checkpoint}: {exc}")
+    return models
+
+
 def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: int, amp: str,
-        cache: Path | None = None) -> dict:
-    from motionprop import load_model, precision
+        cache: Path | None = None, models: dict | None = None) -> dict:
+    """Every figure of the benchmark; ``models`` (from :func:`load_checkpoints`) are loaded here if not given."""
+    from motionprop import precision
 
     results: dict = {"baselines": {}, "models": {c: {} for c in checkpoints}, "motion": {}}
-    models = {c: load_model(c).eval() for c in checkpoints}
+    models = models if models is not None else load_checkpoints(checkpoints)
     for density in densities:
         results["baselines"][density], results["motion"][density] = baselines(pairs, density, seed, cache)
         per_model = {c: {"epe": [], "guided": [], "time": 0.0, "dflow": [], "dflow_max": 0.0} for c in checkpoints}
@@ -228,9 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--densities: unknown {', '.join(unknown)}; choose from {', '.join(DENSITIES)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    models = load_checkpoints(args.checkpoints)  # before the targets' flow: a bad path fails at once
     pairs = make_pairs(clip_folders(args.davis, args.clips.split(",") if args.clips else None),
                        args.size, args.gap, args.step, args.cache)
-    results = run(args.checkpoints, pairs, densities, args.seed, args.amp, args.cache)
+    results = run(args.checkpoints, pairs, densities, args.seed, args.amp, args.cache, models)
     results["settings"] = {"davis": str(args.davis), "clips": sorted({p["clip"] for p in pairs}),
                            "pairs": len(pairs), "size": args.size, "gap": args.gap, "step": args.step,
                            "seed": args.seed, "amp": args.amp, "densities": DENSITIES}

@@ -1,0 +1,24 @@
+"""Benchmarks given a checkpoint that cannot be read stop at once with one line naming it, not a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_bench_real_motion_names_a_missing_checkpoint_before_any_work(load_benchmark, tmp_path, capsys):
+    bench = load_benchmark("bench_real_motion")
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(SystemExit) as stop:   # --davis is not even looked at: the checkpoints are read first
+        bench.main([str(missing), "--davis", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "cache")])
+    assert str(missing) in str(stop.value.code) and "not found" in str(stop.value.code)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_bench_annotate_names_a_missing_checkpoint(load_benchmark, tmp_path, capsys):
+    bench = load_benchmark("bench_annotate")
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(SystemExit) as stop:
+        bench.main([str(missing), "--data", str(tmp_path)])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error and "not found" in error and "Traceback" not in error
