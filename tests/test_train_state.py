@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import motionprop
-from motionprop.errors import CheckpointError
-from motionprop.train.checkpoints import load_train_state, rng_state, save_training_checkpoint, set_rng_state
+from motionprop.config import TrainConfig
+from motionprop.errors import CheckpointError, ConfigError
+from motionprop.train.checkpoints import (list_checkpoints, load_train_state, rng_state, save_training_checkpoint,
+                                          set_rng_state)
 
 
 def _draws() -> tuple:
@@ -48,3 +50,21 @@ def test_a_training_state_that_would_run_code_is_refused(tmp_path, capsys):
         pickle.dump({"optimizer": {}}, f)  # not a torch zip file
     with pytest.raises(CheckpointError, match="train_state.pt"):
         load_train_state(tmp_path)
+
+
+def test_checkpoints_at_multiples_of_keep_every_outlive_keep_last(tmp_path):
+    cfg = motionprop.Config(model=motionprop.ModelConfig(image_encoder="resnet18", img_enc_dim=8))
+    model = motionprop.CMP(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for iteration in range(1, 8):
+        save_training_checkpoint(tmp_path, iteration, model, optimizer, None, [rng_state()], keep_last=2,
+                                 keep_every=3)
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [3, 6, 7]
+    for iteration in range(8, 10):  # without keep_every only the newest keep_last stay
+        save_training_checkpoint(tmp_path, iteration, model, optimizer, None, [rng_state()], keep_last=2)
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [8, 9]
+
+
+def test_a_negative_keep_every_is_a_config_error():
+    with pytest.raises(ConfigError, match="train.keep_every"):
+        TrainConfig(keep_every=-1).validate()

@@ -244,6 +244,7 @@ class TrainConfig:
     save_freq: int = 10000
     val_iter: int = -1
     keep_last: int = 3
+    keep_every: int = 0  # also keep the checkpoints at multiples of this iteration count (0: none)
     num_gpus: int = 1
     seed: int = 0
     grad_accum: int = 1
@@ -267,6 +268,9 @@ class TrainConfig:
             raise ConfigError(f"train.image_encoder_init must be a path (a string), got {self.image_encoder_init!r}")
         if self.grad_accum < 1:
             raise ConfigError(f"train.grad_accum must be >= 1, got {self.grad_accum}")
+        if self.keep_every < 0:
+            raise ConfigError(f"train.keep_every must be >= 0 (0: keep only the newest train.keep_last), "
+                              f"got {self.keep_every}")
         for name in ("print_freq", "val_freq", "save_freq", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

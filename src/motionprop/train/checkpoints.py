@@ -4,7 +4,8 @@
 ``config.yaml`` (loadable by :func:`motionprop.load_model`) and
 ``train_state.pt``: optimizer, grad scaler, iteration, the schedule's position
 and every process's RNG states. Folders appear whole (written under a temporary
-name, then renamed); only the newest ``keep_last`` are kept.
+name, then renamed); only the newest ``keep_last`` are kept, and those whose
+iteration is a multiple of ``keep_every`` (if > 0), to score a run along the way.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_training_checkpoint(run_dir: str | Path, iteration: int, model: torch.nn.Module,
                              optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                             rng_states: list[dict[str, Any]], keep_last: int) -> Path:
-    """Write ``iter_N/`` atomically and prune older checkpoints beyond ``keep_last``; returns the folder."""
+                             rng_states: list[dict[str, Any]], keep_last: int, keep_every: int = 0) -> Path:
+    """Write ``iter_N/`` atomically and prune older checkpoints beyond ``keep_last``, except those at multiples of
+    ``keep_every`` (0: none); returns the folder."""
     target = Path(run_dir) / CHECKPOINT_DIR / checkpoint_name(iteration)
     if target.exists():
         shutil.rmtree(target)
@@ -87,8 +89,9 @@ def save_training_checkpoint(run_dir: str | Path, iteration: int, model: torch.n
             "scheduler": {"last_iter": iteration - 1},
             "rng": rng_states,
         }, tmp / TRAIN_STATE_FILE)
-    for _, old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    for step, old in list_checkpoints(run_dir)[:-keep_last]:
+        if not (keep_every > 0 and step % keep_every == 0):
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 

@@ -538,7 +538,8 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
         path, failed = None, None
         if info.is_main:
             try:
-                path = save_training_checkpoint(run_dir, iteration, net, optimizer, scaler, states, t.keep_last)
+                path = save_training_checkpoint(run_dir, iteration, net, optimizer, scaler, states, t.keep_last,
+                                                 t.keep_every)
             except OSError as exc:
                 failed = exc
         if any_process(failed is not None, info):     # every process stops: none waits for the others forever
