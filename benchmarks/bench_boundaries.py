@@ -158,6 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in getattr(args, "lists", []) + [Path(p) for p in getattr(args, "nets", [])]:
         if not path.is_file():
             parser.error(f"not found: {path}")
+    if getattr(args, "backbone", "random") != "random":
+        from motionprop import load_model
+        from motionprop.errors import MotionpropError
+
+        try:
+            load_model(args.backbone)
+        except MotionpropError as exc:
+            parser.error(f"--backbone {args.backbone}: {exc}")
     return train(args) if args.command == "train" else score(args)
 
 

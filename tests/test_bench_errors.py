@@ -22,3 +22,15 @@ def test_bench_annotate_names_a_missing_checkpoint(load_benchmark, tmp_path, cap
     assert stop.value.code == 2
     error = capsys.readouterr().err
     assert str(missing) in error and "not found" in error and "Traceback" not in error
+
+
+def test_bench_boundaries_names_a_backbone_that_cannot_be_read(load_benchmark, tmp_path, capsys):
+    bench = load_benchmark("bench_boundaries")
+    lists = tmp_path / "train.txt"
+    lists.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["train", "--out", str(tmp_path / "net.pt"), "--lists", str(lists),
+                    "--backbone", str(tmp_path / "no_such_run")])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "--backbone" in error and "no_such_run" in error and "Traceback" not in error
