@@ -238,10 +238,10 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
     (``"connectivity"``: a cell of the scenery touches the border much for its
     size, an object that reaches into the frame from its edge little). Pixels
     far from every guidance point (further than about D) take that motion
-    instead of the nearest far-away vectors: in real
-    video the scenery, which moves with the camera, surrounds the frame,
-    while things that move on their own mostly lie inside it, and the
-    sampler puts few points in large regions of uniform motion. ``dominant``
+    instead of the nearest far-away vectors: in real video the scenery, which
+    moves with the camera, surrounds the frame, while things that move on
+    their own mostly lie inside it, and the sampler puts few points in large
+    regions of uniform motion. ``dominant``
     (B, 2), if given, is that motion instead of the estimate (a headroom
     measurement: the true flow's median).
 
