@@ -265,6 +265,39 @@ def test_flow_files_replay_with_the_cli_guidance(client, tmp_path):
     assert size == (300, 200) and read.arrows.tolist() == [[211, 71, 20, -8]]
 
 
+def test_the_dominant_motion_is_asked_per_request_and_offered_only_for_networks_trained_with_it(tmp_path):
+    """A geodesic network trained with the prior (untrained here, its output is its fill): the flow, the flow
+    file and the info say so; off by default, as in Propagator; the hand-made network does not offer it."""
+    from motionprop.data.flow_io import read_flow
+    from test_geodesic import _geodesic_model
+    from test_guidance_encoding import _zero_last_layer
+
+    model = _geodesic_model(geodesic_prior_distance=10.0)
+    _zero_last_layer(model)
+    client, _ = make_client(model, working_size=64)
+    assert client.get("/api/info").json()["dominant_motion"] is True
+    assert make_client()[0].get("/api/info").json()["dominant_motion"] is False
+    sid = upload(client)["id"]
+    body = {"guidance": guidance([(211, 71, 20, -8), (40, 150, 0, 0)], [(280, 20)])}
+
+    def grid(**options) -> np.ndarray:
+        response = client.post(f"/api/sessions/{sid}/flow", json={**body, **options})
+        assert response.status_code == 200, response.text
+        g = response.json()["grid"]
+        return np.frombuffer(base64.b64decode(g["data"]), "<f4").reshape(g["height"], g["width"], 2)
+
+    default, off, on = grid(), grid(dominant_motion=False), grid(dominant_motion=True)
+    assert np.array_equal(default, off)
+    assert np.abs(on - off).max() > 0.5
+    files = []
+    for flag in (False, True):
+        response = client.post(f"/api/sessions/{sid}/flow/export",
+                               json={**body, "format": "flo", "dominant_motion": flag})
+        (tmp_path / f"{flag}.flo").write_bytes(response.content)
+        files.append(read_flow(tmp_path / f"{flag}.flo"))
+    assert np.abs(files[1] - files[0]).max() > 0.5
+
+
 # --------------------------------------------------------------------------- annotate
 
 

@@ -140,6 +140,9 @@ def test_drag_an_arrow_still_point_undo_and_guidance_file(browser_page, scene_fi
     assert coloured(page.layer_rgba("flow-layer", 212, 72))
     assert not coloured(page.layer_rgba("flow-layer", 70, 140)) and not coloured(page.layer_rgba("flow-layer", 150, 20))
     assert "flow u" in page.page.inner_text("#readout")
+    # This network was not trained with the dominant-motion prior: its switch is not offered.
+    page.wait("document.getElementById('dominant-motion').parentElement.hidden === true")
+    assert not page.page.is_visible("#dominant-motion")
 
     # A click on the blue square: a still point; the blue square stays still (white).
     version = page.js("window.motionprop.stats.flowVersion")

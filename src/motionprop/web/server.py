@@ -242,7 +242,8 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
         return JSONResponse({**info, "discrete": bins is not None, "fmax": float(bins.fmax) if bins else None,
                              "working_size": sessions.working_size, "max_sessions": sessions.max_sessions,
                              "max_points": sessions.max_points, "max_upload_bytes": sessions.limits.max_bytes,
-                             "max_pixels": sessions.limits.max_pixels})
+                             "max_pixels": sessions.limits.max_pixels,
+                             "dominant_motion": sessions.has_dominant_motion})
 
     async def legend(request: Request) -> Response:
         return Response(await call(_legend_png), media_type="image/png",
@@ -275,9 +276,10 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
         guidance = sessions.guidance(session, body.get("guidance"))
         max_flow = number(body, "max_flow", None, float, 1e-3, 1e5)
         confidence = bool(body.get("confidence", False))
+        dominant = bool(body.get("dominant_motion", False))
         start = time.perf_counter()
         result = await call(_flow_response, sessions, session, guidance, max_flow, confidence,
-                            request.app.state.preview_format)
+                            request.app.state.preview_format, dominant)
         result["seconds"] = round(time.perf_counter() - start, 4)
         return JSONResponse(result)
 
@@ -289,7 +291,8 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
         if fmt not in ("flo", "png", "vis"):
             raise InputError("format must be flo (Middlebury flow), png (flow colours) or vis (image + flow)")
         max_flow = number(body, "max_flow", None, float, 1e-3, 1e5)
-        data = await call(_flow_file, sessions, session, guidance, fmt, max_flow)
+        data = await call(_flow_file, sessions, session, guidance, fmt, max_flow,
+                          bool(body.get("dominant_motion", False)))
         suffix = {"flo": "flo", "png": "png", "vis": "png"}[fmt]
         name = f"{stem(session.name)}_{'vis' if fmt == 'vis' else 'flow'}.{suffix}"
         return download(data, "application/octet-stream" if fmt == "flo" else "image/png", name)
@@ -353,7 +356,8 @@ def create_app(sessions: Sessions, allowed_hosts: list[str] | None = None, info:
         mode = body.get("mode", "forward")
         if mode not in ("forward", "loop"):
             raise InputError("mode must be forward or loop")
-        job = sessions.start_animation(session, guidance, frames, mode, fps, body.get("format", "gif"), max_side)
+        job = sessions.start_animation(session, guidance, frames, mode, fps, body.get("format", "gif"), max_side,
+                                       bool(body.get("dominant_motion", False)))
         return JSONResponse(_job(job), status_code=202)
 
     async def animate_status(request: Request) -> Response:
@@ -424,11 +428,11 @@ def _describe(session: Any) -> dict[str, Any]:
 
 
 def _flow_response(sessions: Sessions, session: Any, guidance: Any, max_flow: float | None,
-                   confidence: bool, preview_format: str = "jpeg") -> dict[str, Any]:
+                   confidence: bool, preview_format: str = "jpeg", dominant_motion: bool = False) -> dict[str, Any]:
     """Flow picture (a data URL in ``preview_format``), optional confidence picture, flow values for the readout."""
     from ..visualize import flow_to_color
 
-    flow, conf, warnings = sessions.flow(session, guidance, confidence)
+    flow, conf, warnings = sessions.flow(session, guidance, confidence, dominant_motion)
     scale = max_flow or max(float(np.hypot(flow[..., 0], flow[..., 1]).max()), 1e-6)
     picture = flow_to_color(resample(flow, PREVIEW_SIDE), scale)
     grid = np.ascontiguousarray(resample(flow, GRID_SIDE), dtype="<f4")
@@ -449,7 +453,8 @@ def _preview_url(picture: np.ndarray, preview_format: str) -> str:
     return data_url(jpeg_bytes(picture), "image/jpeg")
 
 
-def _flow_file(sessions: Sessions, session: Any, guidance: Any, fmt: str, max_flow: float | None) -> bytes:
+def _flow_file(sessions: Sessions, session: Any, guidance: Any, fmt: str, max_flow: float | None,
+               dominant_motion: bool = False) -> bytes:
     import tempfile
     from pathlib import Path
 
@@ -457,7 +462,7 @@ def _flow_file(sessions: Sessions, session: Any, guidance: Any, fmt: str, max_fl
     from ..data.flow_io import write_flow
     from ..visualize import flow_to_color
 
-    flow, _, _ = sessions.flow(session, guidance)
+    flow, _, _ = sessions.flow(session, guidance, dominant_motion=dominant_motion)
     if fmt == "png":
         return png_bytes(flow_to_color(flow, max_flow), 3)
     if fmt == "vis":

@@ -191,17 +191,28 @@ class Sessions:
 
     # ----------------------------------------------------------------- inference
 
-    def flow(self, session: Session, guidance: Guidance, confidence: bool = False
+    def flow(self, session: Session, guidance: Guidance, confidence: bool = False, dominant_motion: bool = False
              ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-        """Flow (H, W, 2) of the session's image [, confidence (H, W)] and the warnings it raised."""
+        """Flow (H, W, 2) of the session's image [, confidence (H, W)] and the warnings it raised.
+
+        ``dominant_motion``: with a network trained with the dominant-motion prior
+        (:attr:`has_dominant_motion`), pixels far from every arrow move with the
+        image's dominant motion (``Propagator.propagate_batch(..., dominant_motion=)``).
+        """
         if confidence and getattr(self.model, "bins", None) is None:
             raise InputError("confidence needs a discrete (bin) network; this one regresses flow")
         with self.lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = session.propagator.propagate(guidance.arrows, guidance.still_points,
-                                                  return_confidence=confidence)
-        flow, conf = result if confidence else (result, None)
+            result = session.propagator.propagate_batch([(guidance.arrows, guidance.still_points)],
+                                                        return_confidence=confidence,
+                                                        dominant_motion=bool(dominant_motion))
+        flow, conf = (result[0][0], result[1][0]) if confidence else (result[0], None)
         return flow, conf, [str(w.message) for w in caught]
+
+    @property
+    def has_dominant_motion(self) -> bool:
+        """Whether the network was trained with the dominant-motion prior (``model.geodesic_prior_distance``)."""
+        return getattr(self.model, "geodesic_prior_distance", 0) > 0
 
     def annotation(self, session: Session, positive: np.ndarray, negative: np.ndarray,
                    velocity: float = DEFAULT_VELOCITY, zoom: float | None = None) -> Annotation:
@@ -253,7 +264,7 @@ class Sessions:
     # ----------------------------------------------------------------- animation
 
     def start_animation(self, session: Session, guidance: Guidance, num_frames: int, mode: str, fps: float,
-                        fmt: str, max_side: int | None) -> AnimationJob:
+                        fmt: str, max_side: int | None, dominant_motion: bool = False) -> AnimationJob:
         """Start rendering a clip in a thread: the flow under the lock, the frames and encoding outside it."""
         from ..apps.animate import flow_scales
 
@@ -275,13 +286,14 @@ class Sessions:
         job = AnimationJob(secrets.token_urlsafe(8), num_frames, fmt)
         session.jobs = {k: j for k, j in session.jobs.items() if j.state == "running"}  # keep memory bounded
         session.jobs[job.id] = job
-        worker = threading.Thread(target=self._render, args=(session, job, guidance, mode, fps, max_side),
+        worker = threading.Thread(target=self._render,
+                                  args=(session, job, guidance, mode, fps, max_side, dominant_motion),
                                   name=f"animate-{job.id}", daemon=True)
         worker.start()
         return job
 
     def _render(self, session: Session, job: AnimationJob, guidance: Guidance, mode: str, fps: float,
-                max_side: int | None) -> None:
+                max_side: int | None, dominant_motion: bool = False) -> None:
         import tempfile
         from pathlib import Path
 
@@ -293,7 +305,7 @@ class Sessions:
                 raise Cancelled()
 
         try:
-            flow, _, _ = self.flow(session, guidance)
+            flow, _, _ = self.flow(session, guidance, dominant_motion=dominant_motion)
             image = session.image
             if max_side is not None:
                 image, flow = shrink(image, flow, max_side)

@@ -9,8 +9,8 @@ import { History, emptyDoc, fromGuidanceFile, newObject, toGuidanceFile } from "
 const $ = (id) => document.getElementById(id);
 const STORE_DOC = "motionprop.doc", STORE_IMAGE = "motionprop.image", STORE_SETTINGS = "motionprop.settings";
 // Controls whose values a reload keeps (display, animation and annotation settings).
-const SETTINGS = ["opacity", "confidence", "scale-auto", "scale-px", "frames", "anim-mode", "fps", "max-side",
-                  "anim-format", "threshold", "refine", "mask-opacity"];
+const SETTINGS = ["opacity", "confidence", "dominant-motion", "scale-auto", "scale-px", "frames", "anim-mode", "fps",
+                  "max-side", "anim-format", "threshold", "refine", "mask-opacity"];
 const CLICK_RADIUS = 4;  // display px: a press that moves less is a click
 const HIT_RADIUS = 10;   // display px: how close to an end a press grabs it
 
@@ -155,7 +155,8 @@ window.motionprop.flowQuery = flowQuery;
 
 function flowOptions() {
   const fixed = !$("scale-auto").checked && Number($("scale-px").value) > 0;
-  return { max_flow: fixed ? Number($("scale-px").value) : null, confidence: $("confidence").checked };
+  return { max_flow: fixed ? Number($("scale-px").value) : null, confidence: $("confidence").checked,
+           dominant_motion: $("dominant-motion").checked };
 }
 
 function decodeGrid(grid) {
@@ -518,7 +519,8 @@ $("load-guidance").addEventListener("change", async (event) => {
 async function renderClip() {
   needGuidance();
   const body = { guidance: currentGuidance(), frames: Number($("frames").value), mode: $("anim-mode").value,
-                 fps: Number($("fps").value), format: $("anim-format").value, max_side: Number($("max-side").value) };
+                 fps: Number($("fps").value), format: $("anim-format").value, max_side: Number($("max-side").value),
+                 dominant_motion: $("dominant-motion").checked };
   let job = await withSession((sid) => api.startAnimation(sid, body));
   state.job = job.id;
   $("render").disabled = true; $("cancel").disabled = false; $("clip").replaceChildren();
@@ -554,6 +556,7 @@ async function renderClip() {
 for (const b of document.querySelectorAll("#modes button")) b.addEventListener("click", () => setMode(b.dataset.mode));
 $("opacity").addEventListener("input", paintFlow);
 $("confidence").addEventListener("change", () => { paintFlow(); requestFlow(); });
+$("dominant-motion").addEventListener("change", () => { requestFlow(); });
 $("scale-auto").addEventListener("change", requestFlow);
 $("scale-px").addEventListener("change", requestFlow);
 $("threshold").addEventListener("input", () => {
@@ -575,6 +578,9 @@ api.info().then((info) => {
   if (!info.discrete) {  // (a setting kept from a discrete network's session is dropped)
     $("confidence").checked = false; $("confidence").disabled = true;
     $("confidence").parentElement.title = "needs a discrete network";
+  }
+  if (!info.dominant_motion) {  // only networks trained with the dominant-motion prior (docs/apps.md)
+    $("dominant-motion").checked = false; $("dominant-motion").parentElement.hidden = true;
   }
 }).catch(fail);
 for (const id of SETTINGS) $(id).addEventListener("change", storeSettings);
