@@ -196,22 +196,20 @@ def _border_ring(height: int, width: int, device: torch.device) -> torch.Tensor:
     return torch.cat([index[0], index[-1], index[1:-1, 0], index[1:-1, -1]])
 
 
-def _counted_pixels(distance: torch.Tensor, weights: str) -> torch.Tensor:
+def _counted_pixels(distance: torch.Tensor, weights: str, ring: torch.Tensor) -> torch.Tensor:
     """distance (k, H, W) -> (k, P): the pixels whose nearest point the dominant motion counts, the image's border
-    (``weights="border"``) or all of them (``"area"``, ``"connectivity"``)."""
-    if weights not in PRIOR_WEIGHTS:
-        raise ValueError(f"prior_weights must be one of {', '.join(PRIOR_WEIGHTS)}, got {weights!r}")
+    (``weights="border"``; ``ring``: :func:`_border_ring`) or all of them (``"area"``, ``"connectivity"``)."""
     if weights == "border":
-        return distance.flatten(1)[:, _border_ring(*distance.shape[-2:], distance.device)]
+        return distance.flatten(1)[:, ring]
     return distance.flatten(1)
 
 
-def _prior_shares(owner: torch.Tensor, weights: str, count: int, size: tuple[int, int]) -> torch.Tensor:
+def _prior_shares(owner: torch.Tensor, weights: str, count: int, ring: torch.Tensor) -> torch.Tensor:
     """(count,): each point's share of the dominant motion, from ``owner`` (P,), the nearest point of each pixel
     :func:`_counted_pixels` gave: its border pixels, its area, or its boundary connectivity, border pixels /
     sqrt(area) (Zhu et al., CVPR 2014: regions of the scenery touch the border much for their size)."""
     if weights == "connectivity":
-        border = torch.bincount(owner[_border_ring(*size, owner.device)], minlength=count).float()
+        border = torch.bincount(owner[ring], minlength=count).float()
         area = torch.bincount(owner, minlength=count).float()
         return border / area.clamp_min(1.0).sqrt()
     return torch.bincount(owner, minlength=count).float()
@@ -248,11 +246,15 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
     Guided pixels keep their vectors exactly; an image without guidance gets
     zeros.
     """
+    if prior_weights not in PRIOR_WEIGHTS:
+        raise ValueError(f"prior_weights must be one of {', '.join(PRIOR_WEIGHTS)}, got {prior_weights!r}")
     batch, _, height, width = sparse.shape
     out = torch.zeros(batch, 2, height, width, device=sparse.device, dtype=torch.float32)
     points, stride, geodesic = _coarse_geodesics(sparse, cost, cells, rounds)
     if geodesic is None:
         return out
+    estimate = prior_distance > 0 and dominant is None
+    ring = _border_ring(height, width, sparse.device) if estimate else None  # the same for every image and block
     for b, (gy, gx) in enumerate(points):
         if gy.numel() == 0:
             continue
@@ -263,8 +265,8 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
         for first in range(0, gy.numel(), _POINTS_PER_BLOCK):  # bounded memory: K x H x W in blocks of points
             py, px = gy[first:first + _POINTS_PER_BLOCK], gx[first:first + _POINTS_PER_BLOCK]
             distance = _full_distances(geodesic[b, first:first + py.numel()], py, px, stride, (height, width))
-            if prior_distance > 0 and dominant is None:
-                block_min, block_arg = _counted_pixels(distance, prior_weights).min(dim=0)
+            if estimate:
+                block_min, block_arg = _counted_pixels(distance, prior_weights, ring).min(dim=0)
                 if nearest is None:
                     nearest, owner = block_min, block_arg
                 else:
@@ -279,8 +281,8 @@ def geodesic_idw(sparse: torch.Tensor, cost: torch.Tensor, power: float, cells: 
             total += torch.einsum("khw,ck->chw", weights, vectors[:, first:first + py.numel()])
             norm += weights.sum(dim=0)
         if prior_distance > 0:
-            if dominant is None:
-                share = _prior_shares(owner, prior_weights, gy.numel(), (height, width)).to(vectors.dtype)
+            if estimate:
+                share = _prior_shares(owner, prior_weights, gy.numel(), ring).to(vectors.dtype)
                 motion = vectors @ (share / share.sum())  # (2,)
             else:
                 motion = dominant[b].to(vectors)
