@@ -101,6 +101,12 @@ def load_image(image: np.ndarray | str | os.PathLike) -> np.ndarray:
 # --------------------------------------------------------------------------- the propagator
 
 
+def has_dominant_motion(model: Any) -> bool:
+    """Whether ``model`` was trained with the dominant-motion prior (``model.geodesic_prior_distance`` > 0), so a
+    caller can choose to leave it out (``Propagator(dominant_motion=...)``)."""
+    return getattr(model, "geodesic_prior_distance", 0) > 0
+
+
 class Propagator:
     """Dense flow of one image from sparse arrows, the image encoded once for many queries.
 
@@ -297,14 +303,16 @@ class Propagator:
 
     # ----------------------------------------------------------------- queries
 
-    def propagate(self, arrows: Any = (), still_points: Any = (), *, return_confidence: bool = False
-                  ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def propagate(self, arrows: Any = (), still_points: Any = (), *, return_confidence: bool = False,
+                  dominant_motion: bool | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Flow (H, W, 2) float32 in the image's pixels from arrows (x, y, dx, dy) and still points (x, y).
 
         With ``return_confidence``: also the confidence (H, W) in [0, 1] from
-        the bin distributions (discrete networks only).
+        the bin distributions (discrete networks only). ``dominant_motion``: as
+        :meth:`propagate_batch`.
         """
-        result = self.propagate_batch([Guidance(arrows, still_points)], return_confidence=return_confidence)
+        result = self.propagate_batch([Guidance(arrows, still_points)], return_confidence=return_confidence,
+                                      dominant_motion=dominant_motion)
         if return_confidence:
             return result[0][0], result[1][0]
         return result[0]
@@ -349,7 +357,7 @@ class Propagator:
         if getattr(self.model, "needs_guidance_for_flow", False):  # residual or blended models
             cost = getattr(self._features, "guidance_cost", None)  # the image's, for a geodesic fill
             fill = None
-            if not dominant_motion and getattr(self.model, "geodesic_prior_distance", 0) > 0:
+            if not dominant_motion and has_dominant_motion(self.model):
                 fill = self.model.residual_fill(sparse, cost, dominant_motion=False)
             flow = self.model.output_to_flow(raw, working, sparse, fill=fill, cost=cost).float()  # (B,2,h,w) px
         else:

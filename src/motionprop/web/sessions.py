@@ -29,7 +29,7 @@ import numpy as np
 
 from ..apps.annotate import DEFAULT_VELOCITY, Annotation, annotate
 from ..apps.guidance_file import Guidance, guidance_from_dict
-from ..apps.propagate import Propagator
+from ..apps.propagate import Propagator, has_dominant_motion
 from ..errors import InputError, MotionpropError
 from .images import UploadLimits, decode_upload
 
@@ -203,16 +203,15 @@ class Sessions:
             raise InputError("confidence needs a discrete (bin) network; this one regresses flow")
         with self.lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = session.propagator.propagate_batch([(guidance.arrows, guidance.still_points)],
-                                                        return_confidence=confidence,
-                                                        dominant_motion=bool(dominant_motion))
-        flow, conf = (result[0][0], result[1][0]) if confidence else (result[0], None)
+            result = session.propagator.propagate(guidance.arrows, guidance.still_points,
+                                                  return_confidence=confidence, dominant_motion=bool(dominant_motion))
+        flow, conf = result if confidence else (result, None)
         return flow, conf, [str(w.message) for w in caught]
 
     @property
     def has_dominant_motion(self) -> bool:
         """Whether the network was trained with the dominant-motion prior (``model.geodesic_prior_distance``)."""
-        return getattr(self.model, "geodesic_prior_distance", 0) > 0
+        return has_dominant_motion(self.model)
 
     def annotation(self, session: Session, positive: np.ndarray, negative: np.ndarray,
                    velocity: float = DEFAULT_VELOCITY, zoom: float | None = None) -> Annotation:
