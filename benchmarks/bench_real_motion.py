@@ -154,15 +154,16 @@ def pair_tensors(pairs: list[dict], density: str, seed: int) -> Iterator[tuple[d
         yield pair, flow, pair_guidance(pair, density, seed, index)
 
 
-def load_checkpoints(checkpoints: list[str]) -> dict:
-    """{checkpoint: model in eval mode}; exits with one line naming the checkpoint that cannot be read."""
+def load_checkpoints(checkpoints: list[str], overrides: list[str] | None = None) -> dict:
+    """{checkpoint: model in eval mode}, ``overrides`` (``model.key=value``) applied to each config;
+    exits with one line naming the checkpoint that cannot be read."""
     from motionprop import load_model
     from motionprop.errors import MotionpropError
 
     models = {}
     for checkpoint in checkpoints:
         try:
-            models[checkpoint] = load_model(checkpoint).eval()
+            models[checkpoint] = load_model(checkpoint, overrides=overrides or ()).eval()
         except MotionpropError as exc:
             sys.exit(f"bench_real_motion: {checkpoint}: {exc}")
     return models
@@ -237,19 +238,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(".cache/bench_real_motion"),
                         help="folder for the DIS target flows (default: .cache/bench_real_motion)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure and the settings here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.key=value",
+                        help="change every checkpoint's model config, e.g. --set model.guidance_radius=32 "
+                        "(options that change the weights are refused; repeatable)")
     args = parser.parse_args(argv)
+    bad = [o for o in args.overrides if not o.split("=", 1)[0].startswith("model.")]
+    if bad:
+        parser.error(f"--set {bad[0]}: only model options can be changed here (model.key=value)")
     densities = args.densities.split(",")
     unknown = [d for d in densities if d not in DENSITIES]
     if unknown:
         parser.error(f"--densities: unknown {', '.join(unknown)}; choose from {', '.join(DENSITIES)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    models = load_checkpoints(args.checkpoints)  # before the targets' flow: a bad path fails at once
+    models = load_checkpoints(args.checkpoints, args.overrides)  # before the targets' flow: a bad path fails at once
     pairs = make_pairs(clip_folders(args.davis, args.clips.split(",") if args.clips else None),
                        args.size, args.gap, args.step, args.cache)
     results = run(args.checkpoints, pairs, densities, args.seed, args.amp, args.cache, models)
     results["settings"] = {"davis": str(args.davis), "clips": sorted({p["clip"] for p in pairs}),
                            "pairs": len(pairs), "size": args.size, "gap": args.gap, "step": args.step,
-                           "seed": args.seed, "amp": args.amp, "densities": DENSITIES}
+                           "seed": args.seed, "amp": args.amp, "densities": DENSITIES,
+                           "overrides": args.overrides}
     print(f"{len(pairs)} pairs from {len(results['settings']['clips'])} clips at {args.size} px, "
           f"DIS medium t -> t+{args.gap}; mean |flow| per density:",
           ", ".join(f"{d}: {results['motion'][d]['mean_flow']:.2f} px (guided vectors "

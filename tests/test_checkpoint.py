@@ -86,6 +86,12 @@ def test_motionprop_format_round_trip(tmp_path):
         with torch.no_grad():
             assert torch.equal(loaded(image, sparse), model(image, sparse))
     assert read_checkpoint(out)[2]["step"] == 7
+    changed = motionprop.load_model(out, overrides=["model.guidance_radius=32"])  # an output option: same weights
+    assert changed.guidance_radius == 32 and changed.config.model.guidance_radius == 32
+    with torch.no_grad():
+        assert torch.equal(changed(image, sparse), model(image, sparse))
+    with pytest.raises(CheckpointError, match=r"model.img_enc_dim=64.*cannot be applied to a trained one"):
+        motionprop.load_model(out, overrides=["model.img_enc_dim=64"])
     with pytest.raises(CheckpointError, match="already exists"):
         motionprop.save_model(out, model)
 

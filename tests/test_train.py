@@ -252,6 +252,12 @@ def test_evaluate_repeats_the_runs_validation_and_checks_its_inputs(tiny_data, t
     # residual network, which moves guided pixels as guided (model.guidance_radius); sparse guidance is not.
     dense = evaluate(checkpoint, [tiny_data[1]], ["data.sample_strategy=[full]"], device="cpu")
     assert dense["epe_nearest"] < 1e-4 and dense["epe"] < 1e-4 < metrics["epe"]
+    # --set model.*: the checkpoint's network is rebuilt with the change (output options only)
+    fill_only = evaluate(checkpoint, [tiny_data[1]], ["model.guidance_radius=1e9"], device="cpu")
+    assert fill_only["epe_idw"] == pytest.approx(metrics["epe_idw"]) and fill_only["loss"] == pytest.approx(metrics["loss"])
+    assert fill_only["epe"] != metrics["epe"]  # same weights and guidance: only the blend can move it
+    assert main(["evaluate", str(checkpoint), str(tiny_data[1]), "--set", "model.img_enc_dim=8"]) == 2
+    assert "model.img_enc_dim=8" in capsys.readouterr().err
 
     out = tmp_path / "m.json"
     assert main(["evaluate", str(checkpoint), str(tiny_data[1]), "--device", "cpu", "--json", str(out)]) == 0

@@ -21,14 +21,14 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .config import Config, ModelConfig, config_from_dict
+from .config import Config, ModelConfig, apply_overrides, config_from_dict
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_dir, atomic_path, remove_stale_temporaries
 from .models.cmp import CMP
@@ -239,17 +239,27 @@ def _read_original(path: Path, config: str | Path | Config | ModelConfig | None
 
 
 def load_model(path: str | Path, config: str | Path | Config | ModelConfig | None = None,
-               device: str | torch.device = "cpu") -> CMP:
+               device: str | torch.device = "cpu", overrides: Sequence[str] = ()) -> CMP:
     """Load a CMP network in eval mode from a motionprop checkpoint or an original release file.
 
     ``config`` is needed only for original files whose folder holds no
     ``config.yaml``: a YAML path (the original's works), a preset name or a
-    config object. Every mismatch between file and network is an error; a
-    missing file never falls back to random weights.
+    config object. ``overrides`` (``section.key=value``) change the config
+    before the network is built, e.g. ``model.guidance_radius=32``; one that
+    changes the weights' shapes fails as a mismatch. Every mismatch between file
+    and network is an error; a missing file never falls back to random weights.
     """
     cfg, state, _ = read_checkpoint(path, config)
+    if overrides:
+        cfg = apply_overrides(cfg, list(overrides))
     model = CMP(cfg)
-    load_state_strict(model, state, path)
+    try:
+        load_state_strict(model, state, path)
+    except CheckpointError as exc:
+        if not overrides:
+            raise
+        raise CheckpointError(f"{exc} (after the config changes {', '.join(overrides)}: "
+                              "those that change the network's weights cannot be applied to a trained one)") from None
     return model.to(device).eval()
 
 

@@ -88,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("lists", nargs="+", metavar="LIST", help="list files: 'img1 img2 flow' per line")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="section.key=value",
                    help="change the checkpoint's config for the evaluation, e.g. --set data.crop_size=[256,320] "
-                   "(repeatable)")
+                   "or --set model.guidance_radius=32 (repeatable; model options that change the weights "
+                   "are refused)")
     p.add_argument("--config", help="config of an original-release file without config.yaml beside it")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, ...")
     p.add_argument("--workers", type=int, metavar="N", help="DataLoader workers (default: the config's)")
