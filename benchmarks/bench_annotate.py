@@ -131,7 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                         help="the network's arithmetic (Propagator(precision=...); default: fp32)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="model.key=value",
+                        help="change the checkpoint's model config, e.g. --set model.guidance_radius=32 "
+                        "(options that change the weights are refused; repeatable)")
     args = parser.parse_args(argv)
+    bad = [o for o in args.overrides if not o.split("=", 1)[0].startswith("model.")]
+    if bad:
+        parser.error(f"--set {bad[0]}: only model options can be changed here (model.key=value)")
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import torch
@@ -146,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.border_per_side is not None and args.border_per_side <= 0:
         parser.error(f"--border-per-side must be positive, got {args.border_per_side:g}")
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint, overrides=args.overrides)
     except MotionpropError as exc:
         parser.error(f"{args.checkpoint}: {exc}")
     if args.davis is not None:
