@@ -13,7 +13,9 @@ sampler at three densities, seeded per pair:
 For every density it reports the mean end-point error (px) of each checkpoint,
 of nearest-guidance fill, of inverse-distance weighting and of zero flow, and
 the checkpoint's error at the guided pixels themselves (a dragged point should
-move as dragged). ``--json`` writes every figure with the settings.
+move as dragged). For a residual model (``model.prediction: residual``) it also
+reports its fill alone, the non-learned flow its network corrects: the
+difference is what the network adds. ``--json`` writes every figure with the settings.
 
     python benchmarks/bench_real_motion.py quickstart/run/checkpoints/iter_0001300 \\
         --davis ../shared/data/davis2016 --json davis.json
@@ -169,6 +171,18 @@ def load_checkpoints(checkpoints: list[str], overrides: list[str] | None = None)
     return models
 
 
+def flow_and_fill(model, image: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """image (1,3,H,W) normalized, sparse (1,4,H,W) -> the model's flow (2,H,W), the same as ``predict_flow``, and for
+    a residual model the fill its network corrects (2,H,W), computed once for both (else None)."""
+    if not model.residual:
+        return model.predict_flow(image, sparse)[0].float(), None
+    features = model.encode_image(image)
+    output = model.decode(features, sparse)
+    fill = model.residual_fill(sparse, features.guidance_cost)
+    flow = model.output_to_flow(output, tuple(image.shape[-2:]), sparse, fill=fill)
+    return flow[0].float(), fill[0].float()
+
+
 def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: int, amp: str,
         cache: Path | None = None, models: dict | None = None) -> dict:
     """Every figure of the benchmark; ``models`` (from :func:`load_checkpoints`) are loaded here if not given."""
@@ -178,7 +192,8 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
     models = models if models is not None else load_checkpoints(checkpoints)
     for density in densities:
         results["baselines"][density], results["motion"][density] = baselines(pairs, density, seed, cache)
-        per_model = {c: {"epe": [], "guided": [], "time": 0.0, "dflow": [], "dflow_max": 0.0} for c in checkpoints}
+        per_model = {c: {"epe": [], "guided": [], "fill": [], "time": 0.0, "dflow": [], "dflow_max": 0.0}
+                     for c in checkpoints}
         for pair, flow, sparse in pair_tensors(pairs, density, seed):
             mask = sparse[2] > 0
             for name, model in models.items():
@@ -188,8 +203,10 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
                 image = (torch.from_numpy(pair["image"].transpose(2, 0, 1).astype(np.float32)) - mean) / std
                 tick = time.perf_counter()
                 with torch.no_grad(), precision.autocast(amp, "cpu"):
-                    pred = model.predict_flow(image[None], sparse[None])[0].float()
+                    pred, fill = flow_and_fill(model, image[None], sparse[None])
                 per_model[name]["time"] += time.perf_counter() - tick
+                if fill is not None:
+                    per_model[name]["fill"].append(epe(fill, flow))
                 if amp == "bf16":  # how far bf16 moves the flow from float32's, same weights and input
                     with torch.no_grad():
                         exact = model.predict_flow(image[None], sparse[None])[0].float()
@@ -203,6 +220,8 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
             results["models"][name][density] = {"epe": float(np.mean(r["epe"])),
                                                 "epe_guided": float(np.nanmean(r["guided"])),
                                                 "seconds_per_pair": r["time"] / len(pairs)}
+            if r["fill"]:  # a residual model: its own fill, without the network's correction
+                results["models"][name][density]["fill_epe"] = float(np.mean(r["fill"]))
             if r["dflow"]:
                 results["models"][name][density].update(bf16_dflow_mean=float(np.mean(r["dflow"])),
                                                         bf16_dflow_max=r["dflow_max"])
@@ -210,13 +229,21 @@ def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: i
 
 
 def table(results: dict, densities: list[str]) -> str:
-    lines = ["| guidance | points | " + " | ".join(f"`{Path(c).name}` EPE (at guided px)" for c in results["models"])
-             + " | nearest | IDW | zero |",
+    """The markdown table: per density, each model's EPE (at the guided pixels; a residual model's fill alone,
+    which says what its network adds) and the baselines'."""
+    def header(c: str) -> str:
+        has_fill = "fill_epe" in results["models"][c][densities[0]]
+        return f"`{Path(c).name}` EPE (at guided px{'; its fill alone' if has_fill else ''})"
+
+    def cell(row: dict) -> str:
+        fill = f"; {row['fill_epe']:.2f}" if "fill_epe" in row else ""
+        return f"{row['epe']:.2f} ({row['epe_guided']:.2f}{fill})"
+
+    lines = ["| guidance | points | " + " | ".join(header(c) for c in results["models"]) + " | nearest | IDW | zero |",
              "|---|---|" + "---|" * (len(results["models"]) + 3)]
     for d in densities:
         b = results["baselines"][d]
-        cells = [f"{results['models'][c][d]['epe']:.2f} ({results['models'][c][d]['epe_guided']:.2f})"
-                 for c in results["models"]]
+        cells = [cell(results["models"][c][d]) for c in results["models"]]
         lines.append(f"| {d} | {results['motion'][d]['mean_points']:.1f} | " + " | ".join(cells)
                      + f" | {b['nearest']:.2f} | {b['idw']:.2f} | {b['zero']:.2f} |")
     return "\n".join(lines)

@@ -55,3 +55,55 @@ def test_bench_real_motion_set_changes_model_options_and_refuses_the_rest(load_b
     models = bench.load_checkpoints([str(checkpoint)], ["model.guidance_radius=32"])
     assert models[str(checkpoint)].guidance_radius == 32
     assert not (tmp_path / "cache").exists()
+
+
+def _moving_clip(root: Path, frames: int = 7) -> None:
+    """ROOT/JPEGImages/clip/*.jpg: a smooth random texture moving 2 px right and 1 px down per frame."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (140, 180, 3), dtype=np.uint8), (0, 0), 3)
+    folder = root / "JPEGImages" / "clip"
+    folder.mkdir(parents=True)
+    for t in range(frames):
+        cv2.imwrite(str(folder / f"{t:05d}.jpg"), texture[20 - t:116 - t, 30 - 2 * t:158 - 2 * t])
+
+
+def test_bench_real_motion_reports_a_residual_models_fill_alone(load_benchmark, tmp_path):
+    import motionprop
+    import torch
+    from motionprop.models import create_model
+
+    bench = load_benchmark("bench_real_motion")
+    configs = Path(motionprop.__file__).parent / "configs"
+    torch.manual_seed(0)
+    network = create_model(str(configs / "quickstart.yaml"))
+    with torch.no_grad():   # an untrained residual network outputs zeros (exactly its fill): give it a correction
+        for parameter in network.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    residual = motionprop.save_model(tmp_path / "residual", network)
+    paper = motionprop.save_model(tmp_path / "paper", create_model(str(configs / "pretrain.yaml")))
+    _moving_clip(tmp_path / "set")
+    pairs = bench.make_pairs(bench.clip_folders(tmp_path / "set", None), 64, 2, 4, tmp_path / "cache")
+    checkpoints = [str(residual), str(paper)]
+    models = bench.load_checkpoints(checkpoints)
+    results = bench.run(checkpoints, pairs, ["20", "dense"], 0, "none", tmp_path / "cache", models)
+    for density in ("20", "dense"):
+        assert "fill_epe" in results["models"][str(residual)][density]
+        assert "fill_epe" not in results["models"][str(paper)][density]
+    table = bench.table(results, ["20", "dense"])
+    assert table.count("its fill alone") == 1
+    # the decomposed flow is predict_flow's, and a radius that blends the network away leaves exactly the fill
+    pair, _, sparse = next(bench.pair_tensors(pairs, "20", 0))
+    model = models[str(residual)]
+    image = (torch.from_numpy(pair["image"].transpose(2, 0, 1)).float()
+             - torch.tensor(model.config.data.mean).view(3, 1, 1)) / torch.tensor(model.config.data.std).view(3, 1, 1)
+    with torch.no_grad():
+        flow, fill = bench.flow_and_fill(model, image[None], sparse[None])
+        assert torch.allclose(flow, model.predict_flow(image[None], sparse[None])[0], atol=1e-5)
+        assert not torch.allclose(flow, fill, atol=1e-3)    # the network moves the flow
+    blended = bench.load_checkpoints([str(residual)], ["model.guidance_radius=1e9"])
+    alone = bench.run([str(residual)], pairs, ["20"], 0, "none", tmp_path / "cache", blended)
+    row = alone["models"][str(residual)]["20"]
+    assert abs(row["epe"] - row["fill_epe"]) < 1e-5

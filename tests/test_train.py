@@ -200,6 +200,7 @@ def test_quickstart_end_to_end_on_tiny_settings(tmp_path):
     assert {"epe", "epe_nearest", "epe_idw"} <= set(m) and m["samples"] == val_pairs > 0
     text = (tmp_path / "qs" / "summary.md").read_text()
     assert f"{m['epe']:.3f}" in text and f"{m['epe_idw']:.3f}" in text and f"{m['epe_nearest']:.3f}" in text
+    assert f"| its fill alone (the non-learned flow its network corrects) | {m['epe_fill']:.3f} |" in text
     assert len(summary["examples"]) == 4 and all(Path(p).is_file() for p in summary["examples"])
     assert Path(summary["examples"][0]).name == "photo.png"  # arrows on a real photo come first
     assert "nearest-guidance" in messages[-1] and "IDW" in messages[-1]
@@ -256,12 +257,19 @@ def test_evaluate_repeats_the_runs_validation_and_checks_its_inputs(tiny_data, t
     fill_only = evaluate(checkpoint, [tiny_data[1]], ["model.guidance_radius=1e9"], device="cpu")
     assert fill_only["epe_idw"] == pytest.approx(metrics["epe_idw"]) and fill_only["loss"] == pytest.approx(metrics["loss"])
     assert fill_only["epe"] != metrics["epe"]  # same weights and guidance: only the blend can move it
+    # a residual model's fill alone is reported beside it: what the blend above leaves when it removes the network
+    assert fill_only["epe"] == pytest.approx(fill_only["epe_fill"], rel=1e-5)
+    assert metrics["epe_fill"] == pytest.approx(fill_only["epe_fill"], rel=1e-6) != metrics["epe"]
+    paper = evaluate(checkpoint, [tiny_data[1]], ["model.prediction=flow", "model.guidance_radius=0",
+                                                  "model.residual_base=nearest", "model.geodesic_prior_distance=0"],
+                     device="cpu")
+    assert "epe_fill" not in paper   # a network that predicts the flow itself has no fill to compare with
     assert main(["evaluate", str(checkpoint), str(tiny_data[1]), "--set", "model.img_enc_dim=8"]) == 2
     assert "model.img_enc_dim=8" in capsys.readouterr().err
 
     out = tmp_path / "m.json"
     assert main(["evaluate", str(checkpoint), str(tiny_data[1]), "--device", "cpu", "--json", str(out)]) == 0
-    assert f"CMP {metrics['epe']:.3f}" in capsys.readouterr().out
+    assert f"CMP {metrics['epe']:.3f} (its fill alone {metrics['epe_fill']:.3f})" in capsys.readouterr().out
     assert json.loads(out.read_text())["epe"] == pytest.approx(metrics["epe"])
     assert main(["evaluate", str(checkpoint), str(tmp_path / "nope.txt")]) == 2
     assert "list file not found" in capsys.readouterr().err

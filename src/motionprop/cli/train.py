@@ -132,7 +132,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if result.val:
         m = result.val
-        print(f"final validation: EPE {m['epe']:.3f} px (nearest fill {m['epe_nearest']:.3f}, "
+        fill = f"its fill alone {m['epe_fill']:.3f}, " if "epe_fill" in m else ""
+        print(f"final validation: EPE {m['epe']:.3f} px ({fill}nearest fill {m['epe_nearest']:.3f}, "
               f"IDW {m['epe_idw']:.3f}) on {m['samples']} pairs")
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
@@ -187,8 +188,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _check_device(args.device)
     m = evaluate(args.checkpoint, args.lists, args.overrides, device=args.device, workers=args.workers,
                  batch_size=args.batch_size, config=args.config, progress=True)
-    print(f"end-point error on {m['samples']} pairs (px): CMP {m['epe']:.3f}, nearest fill {m['epe_nearest']:.3f}, "
-          f"IDW {m['epe_idw']:.3f}; loss {m['loss']:.4f}")
+    fill = f" (its fill alone {m['epe_fill']:.3f})" if "epe_fill" in m else ""
+    print(f"end-point error on {m['samples']} pairs (px): CMP {m['epe']:.3f}{fill}, "
+          f"nearest fill {m['epe_nearest']:.3f}, IDW {m['epe_idw']:.3f}; loss {m['loss']:.4f}")
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({"checkpoint": str(args.checkpoint), "lists": args.lists,

@@ -276,13 +276,17 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
     text = (f"{recipe}: after {result.iteration} iterations, validation end-point error on "
             f"{m['samples']} pairs:\n"
             f"  CMP                  {m['epe']:.3f} px\n"
-            f"  nearest-guidance     {m['epe_nearest']:.3f} px\n"
+            + (f"  its fill alone       {m['epe_fill']:.3f} px  (the non-learned flow its network corrects)\n"
+               if "epe_fill" in m else "")
+            + f"  nearest-guidance     {m['epe_nearest']:.3f} px\n"
             f"  IDW interpolation    {m['epe_idw']:.3f} px\n"
             f"  -> {verdict}.\n"
             f"checkpoint: {result.checkpoint}\nexamples: {', '.join(str(p) for p in examples)}")
     markdown = ("| method | validation EPE (px) |\n|---|---|\n"
                 f"| CMP ({result.iteration} iterations) | {m['epe']:.3f} |\n"
-                f"| nearest-guidance fill | {m['epe_nearest']:.3f} |\n"
+                + (f"| its fill alone (the non-learned flow its network corrects) | {m['epe_fill']:.3f} |\n"
+                   if "epe_fill" in m else "")
+                + f"| nearest-guidance fill | {m['epe_nearest']:.3f} |\n"
                 f"| IDW interpolation | {m['epe_idw']:.3f} |\n")
     return {"iteration": result.iteration, "val": m, "beats_baselines": beats, "text": text,
             "markdown": markdown, "checkpoint": str(result.checkpoint), "examples": [str(p) for p in examples]}

@@ -295,7 +295,9 @@ def to_device(batch: dict[str, torch.Tensor], info: DistInfo, channels_last: boo
 @torch.no_grad()
 def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: DistInfo, loss_fn: nn.Module,
              image_dir: Path | None, iteration: int, progress: bool = False) -> dict[str, float]:
-    """Loss and EPE of the model, and EPE of the nearest-fill and IDW baselines on the same guidance.
+    """Loss and EPE of the model, and EPE of the nearest-fill and IDW baselines on the same guidance; for a residual
+    model also ``epe_fill``, its fill alone (the non-learned flow its network corrects: the difference is what the
+    network adds).
 
     ``progress`` shows a bar (main process, on a terminal only).
     """
@@ -303,7 +305,7 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
 
     was_training = net.training
     net.eval()
-    sums = torch.zeros(5, dtype=torch.float64)  # loss*n, epe, epe_nearest, epe_idw, n
+    sums = torch.zeros(6, dtype=torch.float64)  # loss*n, epe, epe_nearest, epe_idw, n, epe_fill
     pictures: list[np.ndarray] = []
     bar = tqdm(loader, desc="evaluate", unit="batch", dynamic_ncols=True, file=sys.stderr, leave=False,
                disable=not (progress and info.is_main and sys.stderr.isatty()))
@@ -321,6 +323,8 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
         sums[2] += end_point_error(nearest_fill(sparse.float()), target, valid).sum().item()
         sums[3] += end_point_error(idw_fill(sparse.float()), target, valid).sum().item()
         sums[4] += n
+        if fill is not None:
+            sums[5] += end_point_error(fill, target, valid).sum().item()
         if image_dir is not None and info.is_main and len(pictures) < cfg.train.num_val_images:
             pictures += _pictures(batch, flow, cfg, cfg.train.num_val_images - len(pictures))
     sums = all_reduce_sum(sums.to(info.device), info).cpu()
@@ -328,6 +332,8 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
     count = max(sums[4].item(), 1.0)
     metrics = {"loss": sums[0].item() / count, "epe": sums[1].item() / count,
                "epe_nearest": sums[2].item() / count, "epe_idw": sums[3].item() / count, "samples": int(count)}
+    if model.residual:
+        metrics["epe_fill"] = sums[5].item() / count
     if pictures and image_dir is not None:
         _save_picture(image_dir / f"val_{iteration:07d}.png", pictures)
     return metrics
@@ -700,8 +706,9 @@ def _log_train(log: MetricsLog, iteration: int, lr: float, window: dict[str, flo
 
 
 def _val_line(iteration: int, m: dict[str, float]) -> str:
+    fill = f"its fill alone {m['epe_fill']:.3f}, " if "epe_fill" in m else ""
     return (f"val @ {iteration}: loss {m['loss']:.4f}  EPE {m['epe']:.3f} px  "
-            f"(nearest {m['epe_nearest']:.3f}, IDW {m['epe_idw']:.3f})")
+            f"({fill}nearest {m['epe_nearest']:.3f}, IDW {m['epe_idw']:.3f})")
 
 
 def _progress(opts: TrainOptions, info: DistInfo, start: int, total: int) -> Any:
