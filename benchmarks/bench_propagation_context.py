@@ -39,7 +39,7 @@ from motionprop.evaluation.davis import list_clips  # noqa: E402
 from motionprop.evaluation.encoders import parse_encoder  # noqa: E402
 from motionprop.evaluation.metrics import sequence_scores  # noqa: E402
 from motionprop.evaluation.propagation import (labels_at, normalize_features, one_hot_labels,  # noqa: E402
-                                               propagate_clip, propagate_step, window_mask)
+                                               propagate_clip, propagate_step, propagate_step_local)
 from motionprop.evaluation.report import sign_flip_p  # noqa: E402
 
 
@@ -51,15 +51,18 @@ def ground_truth_context(features: torch.Tensor, labels: np.ndarray, num_labels:
     feats = normalize_features(features)
     t_len, c, h, w = feats.shape
     flat = feats.reshape(t_len, c, h * w)
-    window = window_mask(h, w, cfg.radius, feats.device) if cfg.radius >= 0 else None
     truth = torch.stack([one_hot_labels(labels[t], num_labels, (h, w)).reshape(num_labels, h * w)
                          for t in range(t_len)])
     out = np.empty_like(labels, dtype=np.uint8)
     out[0] = labels[0]
     for t in range(1, t_len):
         context = [0] + list(range(max(1, t - cfg.context_frames), t))
-        soft = propagate_step(flat[t], flat[context], truth[context], window, cfg.topk, cfg.temperature,
-                              cfg.query_chunk)
+        if cfg.radius >= 0:   # the protocol's step (propagate_clip's), from the context's ground truth
+            soft = propagate_step_local(flat[t], flat[context], truth[context], (h, w), cfg.radius, cfg.topk,
+                                        cfg.temperature)
+        else:
+            soft = propagate_step(flat[t], flat[context], truth[context], None, cfg.topk, cfg.temperature,
+                                  cfg.query_chunk)
         out[t] = labels_at(soft.reshape(1, num_labels, h, w), labels.shape[1:])[0]
     return out
 

@@ -292,6 +292,58 @@ def test_weight_share_says_which_context_frame_the_labels_come_from_without_chan
     assert abs(float(share[1].sum()) - 1.0) < 1e-5 and share[1][2] < 1.0
 
 
+@pytest.mark.parametrize("size,radius", [((30, 54), 12), ((7, 11), 2), ((5, 9), 0), ((6, 6), 20), ((20, 13), 9)])
+def test_local_propagation_gives_the_windowed_labels(size, radius):
+    """Tile by tile (only the context cells near each tile) is the whole-frame product with the window mask:
+    the same labels and the same weight shares, for windows smaller and larger than the grid."""
+    from motionprop.evaluation.propagation import propagate_step_local
+
+    h, w = size
+    gen = torch.Generator().manual_seed(h * 100 + radius)
+    keys = torch.nn.functional.normalize(torch.randn(4, 16, h * w, generator=gen), dim=1)
+    labels = torch.softmax(torch.randn(4, 3, h * w, generator=gen), dim=1)
+    query = torch.nn.functional.normalize(torch.randn(16, h * w, generator=gen), dim=0)
+    whole_share: list[torch.Tensor] = []
+    local_share: list[torch.Tensor] = []
+    whole = propagate_step(query, keys, labels, window_mask(h, w, radius), topk=5, temperature=0.1,
+                           weight_share=whole_share)
+    local = propagate_step_local(query, keys, labels, size, radius, topk=5, temperature=0.1, weight_share=local_share)
+    torch.testing.assert_close(local, whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(local_share[0], whole_share[0], rtol=0, atol=1e-6)
+    unwindowed = propagate_step(query, keys, labels, None, topk=5, temperature=0.1)
+    assert radius >= max(h, w) or not torch.allclose(local, unwindowed, atol=1e-3)   # the window does matter
+    with pytest.raises(ValueError, match="cells are not"):
+        propagate_step_local(query, keys, labels, (h + 1, w), radius, topk=5, temperature=0.1)
+
+
+@pytest.mark.parametrize("context_frames,radius", [(7, 3), (2, 1), (0, 2)])
+def test_propagate_clip_keeps_the_frame_by_frame_labels(context_frames, radius):
+    """The clip as one ring of context frames kept tile by tile gives the labels and weight shares of the
+    protocol's frame-by-frame steps (frame 0 and the N previous frames, whole frames with the window mask)."""
+    from motionprop.evaluation.propagation import PropagationConfig, normalize_features, propagate_clip
+
+    gen = torch.Generator().manual_seed(context_frames)
+    features = torch.randn(12, 8, 9, 14, generator=gen)
+    first = np.zeros((36, 56), np.uint8)
+    first[8:20, 10:30], first[24:32, 40:52] = 1, 2
+    config = PropagationConfig(context_frames=context_frames, topk=3, radius=radius, temperature=0.2)
+    shares: list[torch.Tensor] = []
+    soft = propagate_clip(features, first, 3, config, weight_share=shares)
+    flat = normalize_features(features).reshape(12, 8, 9 * 14)
+    expected = torch.zeros(12, 3, 9 * 14)
+    expected[0] = soft[0].reshape(3, -1)
+    expected_shares: list[torch.Tensor] = []
+    for t in range(1, 12):
+        context = [0] + list(range(max(1, t - context_frames), t))
+        expected[t] = propagate_step(flat[t], flat[context], expected[context], window_mask(9, 14, radius), 3, 0.2,
+                                     weight_share=expected_shares)
+    torch.testing.assert_close(soft.reshape(12, 3, -1), expected, rtol=0, atol=1e-6)
+    assert len(shares) == len(expected_shares) == 11
+    for got, want in zip(shares, expected_shares):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert soft[11, 1:].sum() > 0    # the objects' labels reach the last frame
+
+
 def test_normalize_features_survives_tiny_activations():
     f = torch.randn(2, 8, 3, 3) * 1e-20
     n = normalize_features(f)

@@ -51,6 +51,26 @@ def window_mask(height: int, width: int, radius: int, device: torch.device | str
     return ((ys[:, None] - ys[None, :]).abs() <= radius) & ((xs[:, None] - xs[None, :]).abs() <= radius)
 
 
+def _aggregate(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, outside: torch.Tensor | None,
+               frames: int, topk: int, temperature: float, share: torch.Tensor | None) -> torch.Tensor:
+    """Soft labels (L, q) of q query cells (C, q) from the keys (C, frames*k) of ``frames`` context frames, k cells
+    each, and their labels (L, frames*k): the top-k affinities (cosine / temperature; keys where ``outside`` (q, k)
+    is True excluded in every frame), softmax-weighted. ``share`` (frames,), if given, gets each frame's weight added.
+
+    Queries are rows: the top-k runs along contiguous memory, and the mask broadcasts over the context frames
+    instead of being repeated.
+    """
+    cells = keys.shape[1] // frames
+    affinity = (query.T @ keys).div_(temperature)                     # (q, frames*k)
+    if outside is not None:
+        affinity.view(-1, frames, cells).masked_fill_(outside[:, None, :], float("-inf"))
+    values, index = affinity.topk(min(topk, keys.shape[1]), dim=1)    # (q, topk)
+    weights = torch.softmax(values, dim=1)
+    if share is not None:
+        share.index_add_(0, index.flatten().div(cells, rounding_mode="floor").cpu(), weights.flatten().float().cpu())
+    return (labels[:, index] * weights[None]).sum(dim=2)
+
+
 def propagate_step(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor, window: torch.Tensor | None,
                    topk: int, temperature: float, query_chunk: int = 2048,
                    weight_share: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -63,30 +83,92 @@ def propagate_step(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Te
     ``weight_share``, if given, gets an (M,) tensor appended: the share of the
     weight each context frame receives, averaged over the query cells (a diagnostic
     of where the labels come from; the result does not change).
+    :func:`propagate_step_local` gives the same labels for a square window, faster.
     """
     m, c, n = keys.shape
     keys_t = keys.permute(1, 0, 2).reshape(c, m * n)              # (C, M*n)
     labels_flat = key_labels.permute(1, 0, 2).reshape(key_labels.shape[1], m * n)  # (L, M*n)
-    k = min(topk, m * n)
-    out = []
     share = torch.zeros(m) if weight_share is not None else None
+    out = []
     for start in range(0, query.shape[1], query_chunk):
-        q = query[:, start:start + query_chunk]                       # (C, q)
-        # Queries as rows: the top-k runs along contiguous memory, and the window
-        # mask broadcasts over the M context frames instead of being repeated.
-        affinity = (q.T @ keys_t).div_(temperature)                   # (q, M*n)
-        if window is not None:
-            outside = ~window[:, start:start + query_chunk].T        # (q, n); the window is symmetric
-            affinity.view(-1, m, n).masked_fill_(outside[:, None, :], float("-inf"))
-        values, index = affinity.topk(k, dim=1)                       # (q, k)
-        weights = torch.softmax(values, dim=1)
-        gathered = labels_flat[:, index]                              # (L, q, k)
-        out.append((gathered * weights[None]).sum(dim=2))
-        if share is not None:
-            share.index_add_(0, index.flatten().div(n, rounding_mode="floor").cpu(), weights.flatten().float().cpu())
+        outside = None if window is None else ~window[:, start:start + query_chunk].T  # (q, n); symmetric window
+        out.append(_aggregate(query[:, start:start + query_chunk], keys_t, labels_flat, outside, m, topk,
+                              temperature, share))
     if share is not None:
         weight_share.append(share / query.shape[1])
     return torch.cat(out, dim=1)
+
+
+def local_tile(radius: int) -> tuple[int, int]:
+    """Rows and columns of the query tiles of :class:`LocalWindow`: about the window's radius (fewer, larger
+    products for small radii)."""
+    return max(8, radius), max(12, (3 * radius + 1) // 2)
+
+
+class LocalWindow:
+    """The square window of ``radius`` cells (``window_mask``) on an (h, w) grid, tile by tile.
+
+    A tile of query cells is compared only with the context cells within ``radius`` of the tile, not with whole
+    frames (at 240 px and radius 12 the window holds about 40 % of a frame's cells, at 480 px about 10 %). The
+    context frames' cells are kept per tile in ``slots`` ring-buffer slots (:meth:`put`), so a frame is gathered
+    once, not once per query frame it serves, and a step is one matrix product per tile.
+    """
+
+    def __init__(self, size: tuple[int, int], radius: int, slots: int, channels: int, num_labels: int,
+                 device: torch.device | str = "cpu") -> None:
+        height, width = size
+        if radius < 0:
+            raise ValueError(f"LocalWindow: radius {radius} < 0 (no window: use propagate_step)")
+        self.size, self.slots = (height, width), slots
+        self.tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (query cells, key cells, outside)
+        rows, cols = local_tile(radius)
+        for y0 in range(0, height, rows):
+            y1, ya, yb = min(height, y0 + rows), max(0, y0 - radius), min(height, y0 + rows + radius)
+            for x0 in range(0, width, cols):
+                x1, xa, xb = min(width, x0 + cols), max(0, x0 - radius), min(width, x0 + cols + radius)
+                qy, qx = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
+                ky, kx = torch.meshgrid(torch.arange(ya, yb), torch.arange(xa, xb), indexing="ij")
+                qy, qx, ky, kx = qy.flatten(), qx.flatten(), ky.flatten(), kx.flatten()
+                outside = ((qy[:, None] - ky[None]).abs() > radius) | ((qx[:, None] - kx[None]).abs() > radius)
+                self.tiles.append(((qy * width + qx).to(device), (ky * width + kx).to(device), outside.to(device)))
+        self.keys = [torch.empty(channels, slots * len(k), device=device) for _, k, _ in self.tiles]
+        self.labels = [torch.empty(num_labels, slots * len(k), device=device) for _, k, _ in self.tiles]
+
+    def put(self, slot: int, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep a context frame, features (C, n) L2-normalized and soft labels (L, n), in ``slot``."""
+        for (_, cells, _), keys, kept in zip(self.tiles, self.keys, self.labels):
+            k = len(cells)
+            keys[:, slot * k:(slot + 1) * k] = features[:, cells]
+            kept[:, slot * k:(slot + 1) * k] = labels[:, cells]
+
+    def step(self, query: torch.Tensor, used: int, topk: int, temperature: float,
+             share: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft labels (L, n) of a frame, features (C, n), from the frames in slots 0 .. ``used`` - 1, as
+        :func:`propagate_step` with the window gives them; ``share`` (slots,) gets each slot's weight added."""
+        out = query.new_empty(self.labels[0].shape[0], query.shape[1])
+        for (cells, key_cells, outside), keys, labels in zip(self.tiles, self.keys, self.labels):
+            k = len(key_cells)
+            out[:, cells] = _aggregate(query[:, cells], keys[:, :used * k], labels[:, :used * k], outside, used,
+                                       topk, temperature, share)
+        return out
+
+
+def propagate_step_local(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor, size: tuple[int, int],
+                         radius: int, topk: int, temperature: float,
+                         weight_share: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """:func:`propagate_step` with the square window of ``radius`` cells on an (h, w) = ``size`` grid: the same
+    labels, computed tile by tile (:class:`LocalWindow`)."""
+    m, c, n = keys.shape
+    if size[0] * size[1] != n:
+        raise ValueError(f"propagate_step_local: {n} cells are not {size[0]} x {size[1]}")
+    window = LocalWindow(size, radius, m, c, key_labels.shape[1], keys.device)
+    for slot in range(m):
+        window.put(slot, keys[slot], key_labels[slot])
+    share = torch.zeros(m) if weight_share is not None else None
+    out = window.step(query, m, topk, temperature, share)
+    if share is not None:
+        weight_share.append(share / n)
+    return out
 
 
 def one_hot_labels(labels: np.ndarray, num_labels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -114,13 +196,32 @@ def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels:
     feats = normalize_features(features)
     t_len, c, h, w = feats.shape
     flat = feats.reshape(t_len, c, h * w)
-    window = window_mask(h, w, config.radius, feats.device) if config.radius >= 0 else None
     soft = torch.zeros(t_len, num_labels, h * w)
     soft[0] = one_hot_labels(first_labels, num_labels, (h, w)).reshape(num_labels, h * w)
+    if config.radius < 0:
+        for t in range(1, t_len):
+            context = [0] + list(range(max(1, t - config.context_frames), t))
+            soft[t] = propagate_step(flat[t], flat[context], soft[context], None, config.topk,
+                                     config.temperature, config.query_chunk, weight_share)
+        return soft.reshape(t_len, num_labels, h, w)
+    # Frame 0 stays in slot 0; frame f > 0 goes to slot 1 + (f - 1) mod N once labelled, so slots 0 .. min(t-1, N)
+    # hold exactly the context of frame t.
+    previous = config.context_frames
+    slots = 1 + previous
+    window = LocalWindow((h, w), config.radius, slots, c, num_labels, feats.device)
+    in_slot = [0] * slots
+    window.put(0, flat[0], soft[0])
     for t in range(1, t_len):
-        context = [0] + list(range(max(1, t - config.context_frames), t))
-        soft[t] = propagate_step(flat[t], flat[context], soft[context], window, config.topk,
-                                 config.temperature, config.query_chunk, weight_share)
+        used = 1 + min(t - 1, previous)
+        share = torch.zeros(slots) if weight_share is not None else None
+        soft[t] = window.step(flat[t], used, config.topk, config.temperature, share)
+        if share is not None:   # per context frame, in propagate_step's order: frame 0, then oldest first
+            context = [0] + list(range(max(1, t - config.context_frames), t))
+            weight_share.append(torch.stack([share[in_slot.index(f)] for f in context]) / (h * w))
+        if previous and t < t_len - 1:
+            slot = 1 + (t - 1) % previous
+            window.put(slot, flat[t], soft[t])
+            in_slot[slot] = t
     return soft.reshape(t_len, num_labels, h, w)
 
 
