@@ -458,7 +458,11 @@ def test_transfer_command_writes_results_pictures_and_baselines(davis2017, tmp_p
     assert "propagation_alpha.png" in pictures and "probe_gamma.png" in pictures
     picture = cv2.imread(str(next((out / "pictures").rglob("propagation_alpha.png"))))
     assert picture.shape[0] > 48 and picture.shape[1] > 2 * 60   # 2 frames high, 2 panels wide
-    assert "copy-first-frame: propagation J&F" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "copy-first-frame: propagation J&F" in printed.out
+    # the progress log and the summary give J&F in the same unit (percent)
+    summary = next(line for line in printed.out.splitlines() if line.startswith("random:resnet18_l3:5:"))
+    assert f"random:resnet18_l3:5 seed 5: {summary.split(': ', 1)[1]}" in printed.err
 
 
 @pytest.mark.slow

@@ -305,7 +305,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
                 bar.set_postfix_str(spec.name if enc.seed is None else f"{spec.name} seed {enc.seed}")
                 runs.append(run_encoder(enc, data, settings, bar.update))
                 log(f"{spec.name}" + ("" if enc.seed is None else f" seed {enc.seed}") + ": " +
-                    ", ".join(f"{t} J&F {runs[-1].tasks[t]['mean']['JF']:.3f}" for t in settings.tasks))
+                    ", ".join(f"{t} J&F {100 * runs[-1].tasks[t]['mean']['JF']:.1f}" for t in settings.tasks))
             entry = _entry(spec, encs, runs, settings, added)
             entries.append(entry)
             write_pictures(out_dir / "pictures" / f"{index:02d}_{slug(spec.name)}", data, runs[0].pictures)
