@@ -10,6 +10,10 @@ positions kept, softmax over those k. Soft labels stay at feature resolution
 for the context of later frames; for scoring they are upsampled bilinearly to
 the annotation size and the arg-max is taken. DINO's extra per-channel
 min-max rescaling before the arg-max is not applied.
+
+With a window, a clip is propagated tile by tile (:class:`LocalWindow`): the
+same labels as whole-frame products masked by the window, without computing
+the affinities the window throws away.
 """
 
 from __future__ import annotations
@@ -183,6 +187,29 @@ def one_hot_labels(labels: np.ndarray, num_labels: int, size: tuple[int, int]) -
     return torch.from_numpy(onehot)
 
 
+def _propagate_local(flat: torch.Tensor, soft: torch.Tensor, size: tuple[int, int], config: PropagationConfig,
+                     weight_share: list[torch.Tensor] | None) -> None:
+    """Fill ``soft`` (T, L, n) from frame 1 on, frame by frame, from ``flat`` (T, C, n) normalized features, with
+    the context frames kept in a :class:`LocalWindow`: frame 0 stays in slot 0, frame f > 0 goes to slot
+    1 + (f - 1) mod N once labelled, so slots 0 .. min(t - 1, N) hold exactly the context of frame t."""
+    t_len, c, n = flat.shape
+    previous = config.context_frames
+    slots = 1 + previous
+    window = LocalWindow(size, config.radius, slots, c, soft.shape[1], flat.device)
+    in_slot = [0] * slots
+    window.put(0, flat[0], soft[0])
+    for t in range(1, t_len):
+        share = torch.zeros(slots) if weight_share is not None else None
+        soft[t] = window.step(flat[t], 1 + min(t - 1, previous), config.topk, config.temperature, share)
+        if share is not None:   # per context frame, in propagate_step's order: frame 0, then oldest first
+            context = [0] + list(range(max(1, t - previous), t))
+            weight_share.append(torch.stack([share[in_slot.index(f)] for f in context]) / n)
+        if previous and t < t_len - 1:
+            slot = 1 + (t - 1) % previous
+            window.put(slot, flat[t], soft[t])
+            in_slot[slot] = t
+
+
 def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels: int,
                    config: PropagationConfig = PropagationConfig(),
                    weight_share: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -204,24 +231,7 @@ def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels:
             soft[t] = propagate_step(flat[t], flat[context], soft[context], None, config.topk,
                                      config.temperature, config.query_chunk, weight_share)
         return soft.reshape(t_len, num_labels, h, w)
-    # Frame 0 stays in slot 0; frame f > 0 goes to slot 1 + (f - 1) mod N once labelled, so slots 0 .. min(t-1, N)
-    # hold exactly the context of frame t.
-    previous = config.context_frames
-    slots = 1 + previous
-    window = LocalWindow((h, w), config.radius, slots, c, num_labels, feats.device)
-    in_slot = [0] * slots
-    window.put(0, flat[0], soft[0])
-    for t in range(1, t_len):
-        used = 1 + min(t - 1, previous)
-        share = torch.zeros(slots) if weight_share is not None else None
-        soft[t] = window.step(flat[t], used, config.topk, config.temperature, share)
-        if share is not None:   # per context frame, in propagate_step's order: frame 0, then oldest first
-            context = [0] + list(range(max(1, t - config.context_frames), t))
-            weight_share.append(torch.stack([share[in_slot.index(f)] for f in context]) / (h * w))
-        if previous and t < t_len - 1:
-            slot = 1 + (t - 1) % previous
-            window.put(slot, flat[t], soft[t])
-            in_slot[slot] = t
+    _propagate_local(flat, soft, (h, w), config, weight_share)
     return soft.reshape(t_len, num_labels, h, w)
 
 
