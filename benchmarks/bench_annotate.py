@@ -135,9 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="change the checkpoint's model config, e.g. --set model.guidance_radius=32 "
                         "(options that change the weights are refused; repeatable)")
     args = parser.parse_args(argv)
-    bad = [o for o in args.overrides if not o.split("=", 1)[0].startswith("model.")]
-    if bad:
-        parser.error(f"--set {bad[0]}: only model options can be changed here (model.key=value)")
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import torch
@@ -146,7 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from motionprop.apps.annotate import annotate
     from motionprop.apps.propagate import Propagator, load_image
     from motionprop.apps.refine import click_discs, grabcut, refine_mask
+    from motionprop.config import section_overrides
     from motionprop.errors import MotionpropError
+
+    bad = section_overrides(args.overrides, "model")[1]
+    if bad:
+        parser.error(f"--set {bad[0]}: only model options can be changed here (model.key=value)")
 
     torch.set_num_threads(args.threads)
     if args.border_per_side is not None and args.border_per_side <= 0:

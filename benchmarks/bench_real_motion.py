@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="change every checkpoint's model config, e.g. --set model.guidance_radius=32 "
                         "(options that change the weights are refused; repeatable)")
     args = parser.parse_args(argv)
-    bad = [o for o in args.overrides if not o.split("=", 1)[0].startswith("model.")]
+    from motionprop.config import section_overrides
+
+    bad = section_overrides(args.overrides, "model")[1]
     if bad:
         parser.error(f"--set {bad[0]}: only model options can be changed here (model.key=value)")
     densities = args.densities.split(",")

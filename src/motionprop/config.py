@@ -18,7 +18,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -548,3 +548,14 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             problem = " ".join(str(getattr(exc, "problem", "") or exc).split())
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
     return config_from_dict(raw)
+
+
+def section_overrides(overrides: Sequence[str], section: str) -> tuple[list[str], list[str]]:
+    """``section.key=value`` overrides split into those of ``section`` and the others, in their order (e.g. the
+    model changes a trained network can take, ``load_model(..., overrides=)``, and the rest)."""
+    mine: list[str] = []
+    others: list[str] = []
+    for item in overrides:
+        (mine if item.split("=", 1)[0].startswith(f"{section}.") else others).append(item)
+    return mine, others
+

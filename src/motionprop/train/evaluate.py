@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..config import Config, apply_overrides
+from ..config import Config, apply_overrides, section_overrides
 from ..errors import InputError
 
 
@@ -54,8 +54,8 @@ def evaluate(checkpoint: str | os.PathLike, lists: Sequence[str | os.PathLike], 
     from .trainer import build_val_loader, close_loaders, validate
 
     info = DistInfo(device=pick_device(device))
-    model_changes = [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
-    model = load_model(checkpoint, config=config, device=info.device, overrides=model_changes)
+    model = load_model(checkpoint, config=config, device=info.device,
+                       overrides=section_overrides(overrides, "model")[0])
     cfg = evaluation_config(model.config, lists, overrides, workers, batch_size)
     loader = build_val_loader(cfg, info)
     loss_fn = build_flow_loss(cfg.model, fused=cfg.train.loss_impl == "fused")
