@@ -123,7 +123,6 @@ class LocalWindow:
         height, width = size
         if radius < 0:
             raise ValueError(f"LocalWindow: radius {radius} < 0 (no window: use propagate_step)")
-        self.size, self.slots = (height, width), slots
         self.tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (query cells, key cells, outside)
         rows, cols = local_tile(radius)
         for y0 in range(0, height, rows):
@@ -194,20 +193,20 @@ def _propagate_local(flat: torch.Tensor, soft: torch.Tensor, size: tuple[int, in
     1 + (f - 1) mod N once labelled, so slots 0 .. min(t - 1, N) hold exactly the context of frame t."""
     t_len, c, n = flat.shape
     previous = config.context_frames
-    slots = 1 + previous
-    window = LocalWindow(size, config.radius, slots, c, soft.shape[1], flat.device)
-    in_slot = [0] * slots
+
+    def slot(frame: int) -> int:
+        return 0 if frame == 0 else 1 + (frame - 1) % previous
+
+    window = LocalWindow(size, config.radius, 1 + previous, c, soft.shape[1], flat.device)
     window.put(0, flat[0], soft[0])
     for t in range(1, t_len):
-        share = torch.zeros(slots) if weight_share is not None else None
+        share = torch.zeros(1 + previous) if weight_share is not None else None
         soft[t] = window.step(flat[t], 1 + min(t - 1, previous), config.topk, config.temperature, share)
         if share is not None:   # per context frame, in propagate_step's order: frame 0, then oldest first
             context = [0] + list(range(max(1, t - previous), t))
-            weight_share.append(torch.stack([share[in_slot.index(f)] for f in context]) / n)
+            weight_share.append(share[[slot(f) for f in context]] / n)
         if previous and t < t_len - 1:
-            slot = 1 + (t - 1) % previous
-            window.put(slot, flat[t], soft[t])
-            in_slot[slot] = t
+            window.put(slot(t), flat[t], soft[t])
 
 
 def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels: int,
@@ -225,13 +224,13 @@ def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels:
     flat = feats.reshape(t_len, c, h * w)
     soft = torch.zeros(t_len, num_labels, h * w)
     soft[0] = one_hot_labels(first_labels, num_labels, (h, w)).reshape(num_labels, h * w)
-    if config.radius < 0:
+    if config.radius >= 0:
+        _propagate_local(flat, soft, (h, w), config, weight_share)
+    else:
         for t in range(1, t_len):
             context = [0] + list(range(max(1, t - config.context_frames), t))
             soft[t] = propagate_step(flat[t], flat[context], soft[context], None, config.topk,
                                      config.temperature, config.query_chunk, weight_share)
-        return soft.reshape(t_len, num_labels, h, w)
-    _propagate_local(flat, soft, (h, w), config, weight_share)
     return soft.reshape(t_len, num_labels, h, w)
 
 
