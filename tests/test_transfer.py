@@ -17,9 +17,9 @@ from motionprop.evaluation.benchmark import TransferSettings, average_seeds, run
 from motionprop.evaluation.davis import foreground, list_clips, read_mask, read_masks
 from motionprop.evaluation.encoders import (a_trous_pool2, load_encoder_file, parse_encoder, random_encoder,
                                             stride8_features)
-from motionprop.evaluation.probe import ProbeConfig, cell_targets, predict_foreground, train_probe
-from motionprop.evaluation.propagation import (PropagationConfig, labels_at, normalize_features, propagate_clip,
-                                               propagate_step, window_mask)
+from motionprop.evaluation.probe import ProbeConfig, cell_targets, predict_foreground, probe_objective, train_probe
+from motionprop.evaluation.propagation import (PropagationConfig, first_argmax, labels_at, normalize_features,
+                                               propagate_clip, propagate_step, window_mask)
 from motionprop.evaluation.report import _paired_differences, sign_flip_p
 from motionprop.models.alexnet import AlexNetFCN
 from motionprop.models.init import init_weights_trained_like
@@ -344,6 +344,18 @@ def test_propagate_clip_keeps_the_frame_by_frame_labels(context_frames, radius):
     assert soft[11, 1:].sum() > 0    # the objects' labels reach the last frame
 
 
+@pytest.mark.parametrize("num_labels", [1, 2, 5])
+def test_first_argmax_is_argmax_with_ties_to_the_first_label(num_labels):
+    generator = torch.Generator().manual_seed(num_labels)
+    scores = torch.randint(0, 3, (num_labels, 37, 53), generator=generator).float()   # many ties
+    scores[:, 0, 0] = 1.0                                                                  # all tied
+    index = first_argmax(scores)
+    assert index.dtype == torch.uint8 and index.shape == (37, 53)
+    assert torch.equal(index.long(), scores.argmax(dim=0)) and int(index[0, 0]) == 0
+    top = scores.gather(0, index.long()[None])[0]
+    assert torch.equal(top, scores.amax(dim=0))
+
+
 def test_normalize_features_survives_tiny_activations():
     f = torch.randn(2, 8, 3, 3) * 1e-20
     n = normalize_features(f)
@@ -426,6 +438,25 @@ def test_probe_separates_linearly_separable_features():
     probe = train_probe(x[y >= 0], y[y >= 0], ProbeConfig(iterations=50))
     pred = predict_foreground(probe, feats, (4, 4))
     assert np.array_equal(pred, (targets == 1).astype(np.uint8))
+
+
+
+@pytest.mark.parametrize("chunk", [7, 2048])
+def test_probe_objective_is_the_class_balanced_cross_entropy_and_its_gradient(chunk):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(301, 16, generator=generator) * 3
+    targets = (torch.rand(301, generator=generator) < 0.2).long()
+    class_weight = torch.tensor([0.6, 2.4])
+    weight = torch.randn(2, 16, generator=generator).requires_grad_(True)
+    bias = torch.randn(2, generator=generator).requires_grad_(True)
+    expected = torch.nn.functional.cross_entropy(x @ weight.T + bias, targets, weight=class_weight)
+    expected = expected + 1e-2 * weight.pow(2).sum()
+    expected.backward()
+    loss, grad_weight, grad_bias = probe_objective(x, targets, class_weight, weight.detach(), bias.detach(), 1e-2,
+                                                   chunk=chunk)
+    assert torch.allclose(loss, expected.detach(), rtol=1e-5)
+    assert torch.allclose(grad_weight, weight.grad, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(grad_bias, bias.grad, rtol=1e-4, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- the benchmark and the command
