@@ -27,6 +27,12 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Commands that keep results between runs (``transfer``'s random init) keep them in a test's own folder."""
+    monkeypatch.setenv("MOTIONPROP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch():
     import torch
 

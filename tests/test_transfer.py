@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -507,6 +508,85 @@ def test_random_baseline_is_added_and_averaged_over_seeds(davis2017, tmp_path):
     assert res["mean"]["JF"] == pytest.approx(np.mean([s["JF"] for s in res["seeds"]]))
     assert "probe" not in added["tasks"]
     assert "minus random:resnet18_l3:0,1" in (tmp_path / "out" / "results.md").read_text()
+
+
+def _counting_runs(monkeypatch) -> list[str]:
+    """Record the encoders ``run_encoder`` computes (random ones as ``arch:seed``)."""
+    import motionprop.evaluation.benchmark as benchmark
+
+    computed, real = [], benchmark.run_encoder
+
+    def counted(encoder, *args, **kwargs):
+        computed.append(f"{encoder.arch}:{encoder.seed}")
+        return real(encoder, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "run_encoder", counted)
+    return computed
+
+
+def test_random_init_runs_are_kept_and_reused_only_for_the_same_clips_and_settings(davis2017, tmp_path, monkeypatch):
+    computed = _counting_runs(monkeypatch)
+    ckpt, cache, logs = str(_checkpoint(tmp_path)), tmp_path / "cache", []
+    settings = TransferSettings(short_side=32, random_seeds=(0, 1), pictures_per_clip=1)
+    first = run_transfer(davis2017, tmp_path / "a", [ckpt], ["alpha", "beta"], settings, cache_dir=cache)
+    assert computed == ["resnet18_l3:None", "resnet18_l3:0", "resnet18_l3:1"]
+    assert len(list(cache.glob("*.json"))) == 2 and first["cache"] == str(cache)
+
+    computed.clear()
+    second = run_transfer(davis2017, tmp_path / "b", [ckpt], ["alpha", "beta"], settings, log=logs.append,
+                          cache_dir=cache)
+    assert computed == ["resnet18_l3:None"]                       # random init's two runs came from the cache
+    assert second["encoders"][1]["tasks"] == first["encoders"][1]["tasks"]
+    assert second["encoders"][1]["runs_from_cache"] == 2 and "runs_from_cache" not in second["encoders"][0]
+    assert sum("kept from an earlier command" in line for line in logs) == 2
+    pictures = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "pictures").rglob("*.png"))
+    assert pictures and pictures == sorted(p.relative_to(tmp_path / "b")
+                                           for p in (tmp_path / "b" / "pictures").rglob("*.png"))
+    for picture in pictures:
+        assert np.array_equal(cv2.imread(str(tmp_path / "a" / picture)), cv2.imread(str(tmp_path / "b" / picture)))
+
+    computed.clear()                                              # other clips, size, layer: computed again
+    run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:0"], ["alpha", "gamma"], settings, cache_dir=cache)
+    run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:0"], ["alpha", "beta"],
+                 dataclasses.replace(settings, short_side=40), cache_dir=cache)
+    run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:0"], ["alpha", "beta"],
+                 dataclasses.replace(settings, features="previous"), cache_dir=cache)
+    assert computed == ["resnet18_l3:0"] * 3
+    computed.clear()                                              # the seeds asked for do not matter
+    run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:1"], ["alpha", "beta"],
+                 dataclasses.replace(settings, random_seeds=(5,)), cache_dir=cache)
+    assert computed == []
+
+
+def test_a_damaged_cache_entry_is_computed_again_and_rewritten(davis2017, tmp_path, monkeypatch):
+    computed = _counting_runs(monkeypatch)
+    settings, cache, logs = TransferSettings(tasks=("propagation",), short_side=32, pictures_per_clip=0), \
+        tmp_path / "cache", []
+    first = run_transfer(davis2017, tmp_path / "a", ["random:resnet18_l3:0"], ["alpha", "beta"], settings,
+                         cache_dir=cache)
+    (entry,) = cache.glob("*.json")
+    entry.write_text('{"format": 1, "tasks": ')                   # a truncated entry
+    again = run_transfer(davis2017, tmp_path / "b", ["random:resnet18_l3:0"], ["alpha", "beta"], settings,
+                         log=logs.append, cache_dir=cache)
+    assert computed == ["resnet18_l3:0", "resnet18_l3:0"]
+    assert any(line.startswith("warning: ") and str(entry) in line for line in logs)
+    assert again["encoders"][0]["tasks"] == first["encoders"][0]["tasks"]
+    assert json.loads(entry.read_text())["seed"] == 0               # rewritten whole
+
+
+def test_transfer_command_cache_options(davis2017, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MOTIONPROP_CACHE_DIR", str(tmp_path / "env_cache"))
+    base = ["transfer", "--davis", str(davis2017), "--clips", "alpha,beta", "--size", "32", "--task", "propagation",
+            "--pictures", "0", "--no-progress", "random:resnet18_l3:0"]
+    assert main(base + ["--no-cache", "--out", str(tmp_path / "a")]) == 0
+    assert not (tmp_path / "env_cache").exists()
+    assert main(base + ["--out", str(tmp_path / "b")]) == 0
+    assert len(list((tmp_path / "env_cache" / "transfer").glob("*.json"))) == 1
+    assert main(base + ["--cache", str(tmp_path / "mine"), "--out", str(tmp_path / "c")]) == 0
+    assert len(list((tmp_path / "mine").glob("*.json"))) == 1
+    capsys.readouterr()
+    assert main(base + ["--cache", str(tmp_path / "mine"), "--no-cache", "--out", str(tmp_path / "d")]) == 2
+    assert "--no-cache" in capsys.readouterr().err
 
 
 def test_paired_differences_count_clips_above_and_below_every_random_seed():

@@ -20,7 +20,9 @@ ENCODER: a motionprop checkpoint folder (or its model.safetensors, or the output
 an original ckpt_iter_N.pth.tar with its config.yaml, an 'export-encoder' file (.safetensors or
 torchvision .pth), or random:ARCH[:SEEDS] (e.g. random:resnet18:0,1,2; the seeds are averaged).
 
-Writes DIR/results.json, DIR/results.md and DIR/pictures/ (ground truth | prediction)."""
+Writes DIR/results.json, DIR/results.md and DIR/pictures/ (ground truth | prediction).
+Random init's runs depend only on the clips and settings: they are kept (--cache) and a later
+command on the same clips and settings reuses them, so scoring another checkpoint takes one run."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="layer read from every encoder: last = ResNet layer4 (layer3 for _l3 ResNets) / AlexNet "
                    "conv5 (default); previous = the layer before: ResNet layer3 (layer2) / AlexNet conv4 (CRW's "
                    "protocol reads ResNet layer3)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="folder where random-init runs are kept for later commands on the same clips and settings "
+                        "(default: $MOTIONPROP_CACHE_DIR, else $XDG_CACHE_HOME/motionprop, else ~/.cache/motionprop; "
+                        "then transfer/)")
+    p.add_argument("--no-cache", action="store_true", help="compute random init's runs again and keep nothing")
     p.add_argument("--batch-size", type=int, default=4, help="frames per encoder forward pass (default: 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_transfer_command)
@@ -69,9 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_transfer_command(args: argparse.Namespace) -> int:
     import sys
+    from pathlib import Path
 
     from ..errors import InputError
     from ..evaluation.benchmark import TASKS, TransferSettings, run_transfer
+    from ..evaluation.cache import default_cache_dir
     from ..evaluation.probe import ProbeConfig
     from ..evaluation.propagation import PropagationConfig
 
@@ -94,8 +103,11 @@ def run_transfer_command(args: argparse.Namespace) -> int:
         features=args.features,
     )
     clips = [c for c in args.clips.split(",") if c] if args.clips else None
+    if args.cache and args.no_cache:
+        raise InputError("give --cache DIR or --no-cache, not both")
+    cache = None if args.no_cache else Path(args.cache) if args.cache else default_cache_dir()
     results = run_transfer(args.davis, args.out, args.encoders, clips, settings, progress=not args.no_progress,
-                           log=lambda s: print(s, file=sys.stderr))
+                           log=lambda s: print(s, file=sys.stderr), cache_dir=cache)
     for entry in results["encoders"]:
         scores = ", ".join(f"{t} J&F {100 * r['mean']['JF']:.1f}" for t, r in entry["tasks"].items())
         print(f"{entry['name']}: {scores}")

@@ -28,6 +28,7 @@ import torch
 from ..data.dataset import read_image_rgb
 from ..errors import InputError
 from ..fileio import atomic_path
+from .cache import CacheEntryError, RunCache
 from .davis import Clip, foreground, list_clips, read_masks
 from .encoders import (DEFAULT_RANDOM_SEEDS, FEATURE_LAYERS, FEATURE_STRIDE, RANDOM_PREFIX, EncoderSpec, FrozenEncoder,
                        at_layer, load_encoders, parse_encoder)
@@ -264,8 +265,12 @@ def _load(spec: EncoderSpec, settings: TransferSettings) -> list[FrozenEncoder]:
 
 def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list[str], clips: list[str] | None = None,
                  settings: TransferSettings | None = None, progress: bool = False,
-                 log: Callable[[str], None] = lambda s: None) -> dict:
-    """Run the benchmark and write ``results.json``, ``results.md`` and ``pictures/`` in ``out_dir``; returns the results."""
+                 log: Callable[[str], None] = lambda s: None, cache_dir: str | Path | None = None) -> dict:
+    """Run the benchmark and write ``results.json``, ``results.md`` and ``pictures/`` in ``out_dir``; returns the results.
+
+    With ``cache_dir``, random-init runs are kept there and reused by later calls on the same data and settings
+    (:class:`.cache.RunCache`).
+    """
     from tqdm import tqdm
 
     from .report import results_markdown, write_pictures
@@ -289,6 +294,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
                 baseline_flags.append(True)
     log(f"reading {len(clip_list)} clips from {davis_root}")
     data = [load_clip(clip, settings.short_side) for clip in clip_list]
+    cache = None if cache_dir is None else RunCache(cache_dir, data, settings)
     steps_per_frame = 2 if "propagation" in settings.tasks else 1      # features, then propagation
     total_frames = sum(len(d.frames) for d in data) * sum(len(encs) for encs in loaded) * steps_per_frame
     out_dir = Path(out_dir)
@@ -300,13 +306,24 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
                disable=not (progress and sys.stderr.isatty()))
     try:
         for index, (spec, encs, added) in enumerate(zip(specs, loaded, baseline_flags)):
-            runs = []
+            runs, kept = [], 0
             for enc in encs:
                 bar.set_postfix_str(spec.name if enc.seed is None else f"{spec.name} seed {enc.seed}")
-                runs.append(run_encoder(enc, data, settings, bar.update))
+                run = _kept_run(cache, enc, log)
+                if run is None:
+                    run = run_encoder(enc, data, settings, bar.update)
+                    _keep_run(cache, enc, run, log)
+                    note = ""
+                else:
+                    kept += 1
+                    bar.update(sum(len(d.frames) for d in data) * steps_per_frame)
+                    note = f" (kept from an earlier command in {cache.folder})"
+                runs.append(run)
                 log(f"{spec.name}" + ("" if enc.seed is None else f" seed {enc.seed}") + ": " +
-                    ", ".join(f"{t} J&F {100 * runs[-1].tasks[t]['mean']['JF']:.1f}" for t in settings.tasks))
+                    ", ".join(f"{t} J&F {100 * run.tasks[t]['mean']['JF']:.1f}" for t in settings.tasks) + note)
             entry = _entry(spec, encs, runs, settings, added)
+            if kept:
+                entry["runs_from_cache"] = kept
             entries.append(entry)
             write_pictures(out_dir / "pictures" / f"{index:02d}_{slug(spec.name)}", data, runs[0].pictures)
     finally:
@@ -318,6 +335,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
         "encoders": entries,
         "baselines": baselines,
         "settings": _settings_dict(settings, davis_root, data),
+        "cache": None if cache is None else str(cache.folder),
         "seconds_total": time.perf_counter() - started,
         "cpu_seconds_total": time.process_time() - started_cpu,
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -328,6 +346,27 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(results_markdown(results))
     return results
+
+
+def _kept_run(cache: RunCache | None, encoder: FrozenEncoder, log: Callable[[str], None]) -> RunOutput | None:
+    """A random-init run kept in ``cache`` by an earlier command, if any (a damaged entry is reported and skipped)."""
+    if cache is None or encoder.seed is None:
+        return None
+    try:
+        return cache.get(encoder)
+    except CacheEntryError as exc:
+        log(f"warning: {exc}")
+        return None
+
+
+def _keep_run(cache: RunCache | None, encoder: FrozenEncoder, run: RunOutput, log: Callable[[str], None]) -> None:
+    """Keep a random-init run for later commands; a cache that cannot be written only costs a warning."""
+    if cache is None or encoder.seed is None:
+        return
+    try:
+        cache.put(encoder, run)
+    except OSError as exc:
+        log(f"warning: cannot keep the run in {cache.folder} ({exc}); it will be computed again next time")
 
 
 def _entry(spec: EncoderSpec, encs: list[FrozenEncoder], runs: list[RunOutput], settings: TransferSettings,
