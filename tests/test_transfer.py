@@ -645,6 +645,12 @@ def test_transfer_command_errors_exit_2(davis2017, tmp_path, capsys):
     assert main(["transfer", "--davis", str(davis2017), "--out", out, "--clips", "alpha", "--task", "probe",
                  "random:resnet18:0"]) == 2
     assert "at least 2 clips" in capsys.readouterr().err
+    assert main(["transfer", "--davis", str(davis2017), "--out", out, "--device", "gpu0", "random:resnet18:0"]) == 2
+    assert "--device 'gpu0' is not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["transfer", "--davis", str(davis2017), "--out", out, "--device", "cuda", "random:resnet18:0"]) == 2
+        assert "no CUDA" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_probe_iterations_reach_the_fit_and_the_recorded_settings(davis2017, tmp_path, capsys):

@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: $MOTIONPROP_CACHE_DIR, else $XDG_CACHE_HOME/motionprop, else ~/.cache/motionprop; "
                         "then transfer/)")
     p.add_argument("--no-cache", action="store_true", help="compute random init's runs again and keep nothing")
+    p.add_argument("--device", default="auto",
+                   help="where features and label propagation run: auto (default: CUDA if present), cpu, cuda, "
+                        "cuda:1, ...; the probe runs on the CPU")
     p.add_argument("--batch-size", type=int, default=4, help="frames per encoder forward pass (default: 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_transfer_command)
@@ -81,6 +84,7 @@ def run_transfer_command(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluation.benchmark import TASKS, TransferSettings, run_transfer
     from ..evaluation.cache import default_cache_dir
+    from ..train.distributed import pick_device
     from ..evaluation.probe import ProbeConfig
     from ..evaluation.propagation import PropagationConfig
 
@@ -105,9 +109,10 @@ def run_transfer_command(args: argparse.Namespace) -> int:
     clips = [c for c in args.clips.split(",") if c] if args.clips else None
     if args.cache and args.no_cache:
         raise InputError("give --cache DIR or --no-cache, not both")
+    device = pick_device(args.device)
     cache = None if args.no_cache else Path(args.cache) if args.cache else default_cache_dir()
     results = run_transfer(args.davis, args.out, args.encoders, clips, settings, progress=not args.no_progress,
-                           log=lambda s: print(s, file=sys.stderr), cache_dir=cache)
+                           log=lambda s: print(s, file=sys.stderr), cache_dir=cache, device=device)
     for entry in results["encoders"]:
         scores = ", ".join(f"{t} J&F {100 * r['mean']['JF']:.1f}" for t, r in entry["tasks"].items())
         print(f"{entry['name']}: {scores}")

@@ -107,15 +107,18 @@ def load_clip(clip: Clip, short_side: int) -> ClipData:
 
 
 def extract_features(encoder: FrozenEncoder, frames: np.ndarray, batch_size: int,
-                     on_batch: Callable[[int], None] = lambda n: None) -> torch.Tensor:
-    """Frames (T, H, W, 3) uint8 -> features (T, C, H/8, W/8) float32 of the frozen encoder."""
-    mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
-    std = torch.tensor(encoder.std).view(1, 3, 1, 1)
+                     on_batch: Callable[[int], None] = lambda n: None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Frames (T, H, W, 3) uint8 -> features (T, C, H/8, W/8) float32 of the frozen encoder, on ``device`` (where
+    the encoder is moved to run)."""
+    module = encoder.features.to(device)
+    mean = torch.tensor(encoder.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.std, device=device).view(1, 3, 1, 1)
     out = []
     with torch.inference_mode():
         for start in range(0, len(frames), batch_size):
-            batch = torch.from_numpy(frames[start:start + batch_size]).permute(0, 3, 1, 2).float()
-            out.append(encoder.features((batch - mean) / std).float())
+            batch = torch.from_numpy(frames[start:start + batch_size]).to(device).permute(0, 3, 1, 2).float()
+            out.append(module((batch - mean) / std).float())
             on_batch(len(batch))
     return torch.cat(out)
 
@@ -170,8 +173,9 @@ class TaskClock:
 
 
 def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: TransferSettings,
-                progress: Callable[[int], None]) -> RunOutput:
-    """Both tasks for one frozen encoder on every clip."""
+                progress: Callable[[int], None], device: torch.device | str = "cpu") -> RunOutput:
+    """Both tasks for one frozen encoder on every clip: features and label propagation on ``device``, the probe
+    (its cells kept in float16 in host memory) on the CPU."""
     clock = TaskClock(("features", "propagation", "probe"))
     out = RunOutput()
     prop_clips, prop_objects = {}, []
@@ -179,7 +183,7 @@ def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: Transfer
     pics = {task: {} for task in settings.tasks}
     for item in data:
         with clock.measure("features"):
-            feats = extract_features(encoder, item.frames, settings.batch_size, progress)
+            feats = extract_features(encoder, item.frames, settings.batch_size, progress, device)
         picks = picture_frames(len(item.labels), settings.pictures_per_clip)
         if "propagation" in settings.tasks:
             with clock.measure("propagation"):
@@ -192,7 +196,7 @@ def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: Transfer
             prop_objects += list(scores.values())
             pics["propagation"][item.clip.name] = {t: pred[t] for t in picks}
         if "probe" in settings.tasks:
-            stored[item.clip.name] = feats.half()
+            stored[item.clip.name] = feats.half().cpu()
             targets[item.clip.name] = cell_targets(item.labels, tuple(feats.shape[-2:]))
         del feats
     if "propagation" in settings.tasks:
@@ -265,12 +269,36 @@ def _load(spec: EncoderSpec, settings: TransferSettings) -> list[FrozenEncoder]:
 
 def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list[str], clips: list[str] | None = None,
                  settings: TransferSettings | None = None, progress: bool = False,
-                 log: Callable[[str], None] = lambda s: None, cache_dir: str | Path | None = None) -> dict:
+                 log: Callable[[str], None] = lambda s: None, cache_dir: str | Path | None = None,
+                 device: torch.device | str = "cpu") -> dict:
     """Run the benchmark and write ``results.json``, ``results.md`` and ``pictures/`` in ``out_dir``; returns the results.
 
     With ``cache_dir``, random-init runs are kept there and reused by later calls on the same data and settings
-    (:class:`.cache.RunCache`).
+    (:class:`.cache.RunCache`). On a CUDA ``device`` TF32 is switched off while it runs, so that features and
+    affinities are float32 products as on a CPU.
     """
+    with full_float32(torch.device(device)):
+        return _run_transfer(davis_root, out_dir, encoder_args, clips, settings, progress, log, cache_dir,
+                             torch.device(device))
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 convolutions and matrix products without TF32 (cuDNN allows it by default) while inside."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list[str], clips: list[str] | None,
+                  settings: TransferSettings | None, progress: bool, log: Callable[[str], None],
+                  cache_dir: str | Path | None, device: torch.device) -> dict:
     from tqdm import tqdm
 
     from .report import results_markdown, write_pictures
@@ -294,7 +322,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
                 baseline_flags.append(True)
     log(f"reading {len(clip_list)} clips from {davis_root}")
     data = [load_clip(clip, settings.short_side) for clip in clip_list]
-    cache = None if cache_dir is None else RunCache(cache_dir, data, settings)
+    cache = None if cache_dir is None else RunCache(cache_dir, data, settings, device)
     steps_per_frame = 2 if "propagation" in settings.tasks else 1      # features, then propagation
     total_frames = sum(len(d.frames) for d in data) * sum(len(encs) for encs in loaded) * steps_per_frame
     out_dir = Path(out_dir)
@@ -311,7 +339,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
                 bar.set_postfix_str(spec.name if enc.seed is None else f"{spec.name} seed {enc.seed}")
                 run = _kept_run(cache, enc, log)
                 if run is None:
-                    run = run_encoder(enc, data, settings, bar.update)
+                    run = run_encoder(enc, data, settings, bar.update, device)
                     _keep_run(cache, enc, run, log)
                     note = ""
                 else:
@@ -338,7 +366,7 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
         "cache": None if cache is None else str(cache.folder),
         "seconds_total": time.perf_counter() - started,
         "cpu_seconds_total": time.process_time() - started_cpu,
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
                         "python": platform.python_version(), "machine": platform.machine()},
     }
     with atomic_path(out_dir / "results.json") as tmp:

@@ -5,7 +5,7 @@ the default command recomputes three of them (three quarters of its time) every 
 is scored. :class:`RunCache` keeps each run in a folder under a key made of everything it depends
 on: the encoder, the settings, the frames and masks as read (their bytes), the code that computes
 it (the package's ``evaluation`` and ``models`` sources), torch's version, its CPU kernels and its
-thread count (float results may differ in their last bits between those). A change to any of them
+thread count, the device (float results may differ in their last bits between those). A change to any of them
 is a different key; an entry that cannot be read is computed again.
 """
 
@@ -54,22 +54,27 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def environment() -> dict[str, object]:
-    """What besides the code may change a run's floats: torch's version, CPU kernels and threads."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads()}
+def environment(device: torch.device) -> dict[str, object]:
+    """What besides the code may change a run's floats: torch's version, CPU kernels and threads, the GPU."""
+    env: dict[str, object] = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                              "threads": torch.get_num_threads(), "device": device.type}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
 
 
 class RunCache:
     """Random-init runs on one set of clips with one set of settings, kept in ``folder``."""
 
-    def __init__(self, folder: str | Path, data: list[ClipData], settings: TransferSettings) -> None:
+    def __init__(self, folder: str | Path, data: list[ClipData], settings: TransferSettings,
+                 device: torch.device = torch.device("cpu")) -> None:
         self.folder = Path(folder)
         run_settings = asdict(settings)
         for irrelevant in ("random_baseline", "random_seeds"):        # which runs are made, not what one gives
             run_settings.pop(irrelevant)
         digest = hashlib.sha256(json.dumps({"format": FORMAT, "settings": run_settings, "code": code_digest(),
-                                            "environment": environment()}, sort_keys=True, default=str).encode())
+                                            "environment": environment(device)}, sort_keys=True, default=str).encode())
         for item in data:
             digest.update(f"{item.clip.name}\0{item.frames.shape}\0{item.labels.shape}\0".encode())
             digest.update(item.frames.tobytes())

@@ -222,7 +222,7 @@ def propagate_clip(features: torch.Tensor, first_labels: np.ndarray, num_labels:
     feats = normalize_features(features)
     t_len, c, h, w = feats.shape
     flat = feats.reshape(t_len, c, h * w)
-    soft = torch.zeros(t_len, num_labels, h * w)
+    soft = torch.zeros(t_len, num_labels, h * w, device=feats.device)
     soft[0] = one_hot_labels(first_labels, num_labels, (h, w)).reshape(num_labels, h * w)
     if config.radius >= 0:
         _propagate_local(flat, soft, (h, w), config, weight_share)
@@ -254,5 +254,5 @@ def labels_at(soft: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     out = np.empty((soft.shape[0], *size), np.uint8)
     for t in range(soft.shape[0]):
         up = F.interpolate(soft[t:t + 1], size=size, mode="bilinear", align_corners=False)
-        out[t] = first_argmax(up[0]).numpy()
+        out[t] = first_argmax(up[0]).cpu().numpy()
     return out

@@ -34,13 +34,16 @@ class DistInfo:
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto``: this process's GPU when CUDA is there, else the CPU; or exactly what was asked."""
+    from ..errors import InputError
+
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {requested!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            from ..errors import InputError
-
             raise InputError("--device cuda was asked for, but this torch build or machine has no CUDA")
         if device.index is None:
             device = torch.device("cuda", local_rank)
