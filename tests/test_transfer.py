@@ -14,7 +14,8 @@ from PIL import Image
 
 from motionprop.cli import main
 from motionprop.errors import CheckpointError, InputError
-from motionprop.evaluation.benchmark import TransferSettings, average_seeds, run_transfer, working_size
+from motionprop.evaluation.benchmark import (TransferSettings, average_seeds, probe_folds, run_transfer,
+                                             working_size)
 from motionprop.evaluation.davis import foreground, list_clips, read_mask, read_masks
 from motionprop.evaluation.encoders import (a_trous_pool2, load_encoder_file, parse_encoder, random_encoder,
                                             stride8_features)
@@ -629,6 +630,30 @@ def test_the_layer_read_is_recorded_in_results_and_table(davis2017, tmp_path):
     assert "| layer3 |" in (tmp_path / "previous" / "results.md").read_text()
 
 
+def test_probe_folds_group_clips_round_robin():
+    names = [f"c{i}" for i in range(7)]
+    assert probe_folds(names, 3) == [["c0", "c3", "c6"], ["c1", "c4"], ["c2", "c5"]]
+    assert probe_folds(names, 0) == probe_folds(names, 7) == probe_folds(names, 9) == [[n] for n in names]
+
+
+def test_probe_in_folds_scores_every_clip_and_as_many_folds_as_clips_is_leave_one_out(davis2017, tmp_path):
+    def probe(folds: int, out: str) -> dict:
+        settings = TransferSettings(tasks=("probe",), short_side=32, random_baseline=False, pictures_per_clip=1,
+                                    probe=ProbeConfig(samples_per_clip=200, iterations=20, folds=folds))
+        return run_transfer(davis2017, tmp_path / out, ["random:resnet18_l3:0"], None, settings)
+
+    two, three, alone = probe(2, "two"), probe(3, "three"), probe(0, "alone")
+    result = two["encoders"][0]["tasks"]["probe"]
+    assert list(result["clips"]) == ["alpha", "beta", "gamma"]
+    assert result["clips"] != alone["encoders"][0]["tasks"]["probe"]["clips"]     # alpha, gamma held out together
+    assert three["encoders"][0]["tasks"] == alone["encoders"][0]["tasks"]
+    assert two["settings"]["probe"]["folds"] == 2
+    assert "linear probe (2 folds of clips)" in (tmp_path / "two" / "results.md").read_text()
+    assert "linear probe (leave-one-clip-out)" in (tmp_path / "three" / "results.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "two" / "pictures").rglob("probe_*.png")) == [
+        "probe_alpha.png", "probe_beta.png", "probe_gamma.png"]
+
+
 def test_transfer_command_errors_exit_2(davis2017, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert main(["transfer", "--davis", str(davis2017), "--out", out, "--clips", "alpha,zeta", "random:resnet18:0"]) == 2
@@ -645,6 +670,8 @@ def test_transfer_command_errors_exit_2(davis2017, tmp_path, capsys):
     assert main(["transfer", "--davis", str(davis2017), "--out", out, "--clips", "alpha", "--task", "probe",
                  "random:resnet18:0"]) == 2
     assert "at least 2 clips" in capsys.readouterr().err
+    assert main(["transfer", "--davis", str(davis2017), "--out", out, "--probe-folds", "1", "random:resnet18:0"]) == 2
+    assert "--probe-folds 1" in capsys.readouterr().err
     assert main(["transfer", "--davis", str(davis2017), "--out", out, "--device", "gpu0", "random:resnet18:0"]) == 2
     assert "--device 'gpu0' is not a torch device" in capsys.readouterr().err
     if not torch.cuda.is_available():

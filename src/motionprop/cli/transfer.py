@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-iterations", type=int, default=probe.iterations,
                    help=f"L-BFGS iterations of the probe's fit (default: {probe.iterations}; more checks that "
                         f"the fit has converged)")
+    p.add_argument("--probe-folds", type=int, default=probe.folds, metavar="K",
+                   help="hold out K groups of clips in turn (clip i in group i mod K) instead of each clip alone "
+                        "(default: 0, leave-one-clip-out). Leave-one-clip-out fits one probe per clip on all the "
+                        "others, so its time grows with the square of the number of clips: with many (DAVIS-2017 "
+                        "val has 30), K = 5 fits five")
     p.add_argument("--random-seeds", default=",".join(map(str, DEFAULT_RANDOM_SEEDS)),
                    help="seeds of the random-init baseline added for each architecture (default: 0,1,2)")
     p.add_argument("--no-random-baseline", action="store_true",
@@ -99,7 +104,8 @@ def run_transfer_command(args: argparse.Namespace) -> int:
         short_side=args.size,
         propagation=PropagationConfig(context_frames=args.context_frames, topk=args.topk, radius=args.radius,
                                       temperature=args.temperature),
-        probe=ProbeConfig(samples_per_clip=args.probe_samples, iterations=args.probe_iterations),
+        probe=ProbeConfig(samples_per_clip=args.probe_samples, iterations=args.probe_iterations,
+                          folds=args.probe_folds),
         random_baseline=not args.no_random_baseline,
         random_seeds=seeds,
         pictures_per_clip=args.pictures,

@@ -64,6 +64,8 @@ class TransferSettings:
         p = self.propagation
         if p.context_frames < 0 or p.topk < 1 or p.temperature <= 0:
             raise InputError("propagation needs context frames >= 0, top-k >= 1 and temperature > 0")
+        if self.probe.folds < 0 or self.probe.folds == 1:
+            raise InputError(f"--probe-folds {self.probe.folds}: use 0 (leave-one-clip-out) or 2 or more")
         if self.features not in FEATURE_LAYERS:
             raise InputError(f"--features {self.features}: choose one of {', '.join(FEATURE_LAYERS)}")
         return self
@@ -203,31 +205,41 @@ def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: Transfer
         out.tasks["propagation"] = task_result(prop_clips, prop_objects)
     if "probe" in settings.tasks:
         with clock.measure("probe"):
-            out.tasks["probe"], pics["probe"] = leave_one_clip_out(data, stored, targets, settings.probe,
+            out.tasks["probe"], pics["probe"] = cross_validated_probe(data, stored, targets, settings.probe,
                                                                    settings.pictures_per_clip)
     out.seconds, out.cpu_seconds, out.pictures = clock.wall, clock.cpu, pics
     return out
 
 
-def leave_one_clip_out(data: list[ClipData], features: dict[str, torch.Tensor], targets: dict[str, np.ndarray],
-                       config: ProbeConfig, pictures_per_clip: int) -> tuple[dict, dict]:
-    """Probe results with each clip held out in turn (trained on the others), and the held-out predictions to draw."""
+def probe_folds(names: list[str], folds: int) -> list[list[str]]:
+    """The held-out groups of the probe's cross-validation: each clip alone (``folds`` 0, or at least as many as
+    there are clips: leave-one-clip-out), else ``folds`` groups, clip i in group i mod ``folds``."""
+    if folds == 0 or folds >= len(names):
+        return [[name] for name in names]
+    return [names[k::folds] for k in range(folds)]
+
+
+def cross_validated_probe(data: list[ClipData], features: dict[str, torch.Tensor], targets: dict[str, np.ndarray],
+                          config: ProbeConfig, pictures_per_clip: int) -> tuple[dict, dict]:
+    """Probe results with each group of clips held out in turn (:func:`probe_folds`; the probe is trained on the
+    other clips' cells), and the held-out predictions to draw."""
     if len(data) < 2:
         raise InputError("the linear probe needs at least 2 clips (it is trained on the others); use --task propagation")
     rng = np.random.default_rng(config.seed)
     samples = {name: sample_cells(features[name], targets[name], config.samples_per_clip, rng) for name in features}
+    by_name = {item.clip.name: item for item in data}
     clips, objects, pics = {}, [], {}
-    for item in data:
-        name = item.clip.name
-        train = [samples[other] for other in samples if other != name]
-        x = torch.cat([s[0] for s in train])
-        y = torch.cat([s[1] for s in train])
-        probe = train_probe(x, y, config)
-        pred = predict_foreground(probe, features[name], item.mask_size)
-        scores = sequence_scores(pred, foreground(item.labels), [1])
-        clips[name] = clip_result(scores)
-        objects += list(scores.values())
-        pics[name] = {t: pred[t] for t in picture_frames(len(item.labels), pictures_per_clip)}
+    for held_out in probe_folds(list(by_name), config.folds):
+        train = [samples[other] for other in samples if other not in held_out]
+        probe = train_probe(torch.cat([s[0] for s in train]), torch.cat([s[1] for s in train]), config)
+        for name in held_out:
+            item = by_name[name]
+            pred = predict_foreground(probe, features[name], item.mask_size)
+            scores = sequence_scores(pred, foreground(item.labels), [1])
+            clips[name] = clip_result(scores)
+            objects += list(scores.values())
+            pics[name] = {t: pred[t] for t in picture_frames(len(item.labels), pictures_per_clip)}
+    clips = {item.clip.name: clips[item.clip.name] for item in data}          # in the clips' order
     return task_result(clips, objects), pics
 
 

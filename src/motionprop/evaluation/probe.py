@@ -30,6 +30,8 @@ class ProbeConfig:
     iterations: int = 100
     weight_decay: float = 1e-4
     seed: int = 0
+    folds: int = 0
+    """Cross-validation: 0 = leave-one-clip-out; K >= 2 = K groups of clips (clip i in group i mod K)."""
 
 
 def cell_targets(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

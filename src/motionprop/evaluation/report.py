@@ -9,7 +9,16 @@ import numpy as np
 
 from ..fileio import atomic_path
 
-TASK_TITLES = {"propagation": "label propagation", "probe": "linear probe (leave-one-clip-out)"}
+TASK_TITLES = {"propagation": "label propagation", "probe": "linear probe"}
+
+
+def task_title(task: str, settings: dict) -> str:
+    """A task's heading: the probe's says how its clips were held out."""
+    if task != "probe":
+        return TASK_TITLES[task]
+    folds = settings.get("probe", {}).get("folds", 0)
+    held_out = f"{folds} folds of clips" if 0 < folds < len(settings["clips"]) else "leave-one-clip-out"
+    return f"{TASK_TITLES[task]} ({held_out})"
 # Distinct colours for object ids 1.. (RGB); background is left as the frame.
 _COLOURS = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
                      (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)], np.uint8)
@@ -54,7 +63,7 @@ def results_markdown(results: dict) -> str:
             row += f" {_pct(res['mean']['J'])} | {_pct(res['mean']['F'])} | {jf} |"
         lines.append(row)
     for task in tasks:
-        lines += ["", f"## {TASK_TITLES[task]}: J&F per clip", ""]
+        lines += ["", f"## {task_title(task, s)}: J&F per clip", ""]
         rows = [(label, e) for label, e in _rows(results) if task in e["tasks"]]
         lines.append("| clip | " + " | ".join(label for label, _ in rows) + " |")
         lines.append("|---|" + "---:|" * len(rows))
