@@ -525,21 +525,23 @@ def _counting_runs(monkeypatch) -> list[str]:
     return computed
 
 
-def test_random_init_runs_are_kept_and_reused_only_for_the_same_clips_and_settings(davis2017, tmp_path, monkeypatch):
+def test_runs_are_kept_and_reused_only_for_the_same_clips_settings_and_weights(davis2017, tmp_path, monkeypatch):
     computed = _counting_runs(monkeypatch)
     ckpt, cache, logs = str(_checkpoint(tmp_path)), tmp_path / "cache", []
     settings = TransferSettings(short_side=32, random_seeds=(0, 1), pictures_per_clip=1)
     first = run_transfer(davis2017, tmp_path / "a", [ckpt], ["alpha", "beta"], settings, cache_dir=cache)
     assert computed == ["resnet18_l3:None", "resnet18_l3:0", "resnet18_l3:1"]
-    assert len(list(cache.glob("*.json"))) == 2 and first["cache"] == str(cache)
+    assert first["cache"] == str(cache)
+
+    assert len(list(cache.glob("*.json"))) == 3
 
     computed.clear()
     second = run_transfer(davis2017, tmp_path / "b", [ckpt], ["alpha", "beta"], settings, log=logs.append,
                           cache_dir=cache)
-    assert computed == ["resnet18_l3:None"]                       # random init's two runs came from the cache
-    assert second["encoders"][1]["tasks"] == first["encoders"][1]["tasks"]
-    assert second["encoders"][1]["runs_from_cache"] == 2 and "runs_from_cache" not in second["encoders"][0]
-    assert sum("kept from an earlier command" in line for line in logs) == 2
+    assert computed == []                                         # every run came from the cache
+    assert [e["tasks"] for e in second["encoders"]] == [e["tasks"] for e in first["encoders"]]
+    assert second["encoders"][0]["runs_from_cache"] == 1 and second["encoders"][1]["runs_from_cache"] == 2
+    assert sum("kept from an earlier command" in line for line in logs) == 3
     pictures = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "pictures").rglob("*.png"))
     assert pictures and pictures == sorted(p.relative_to(tmp_path / "b")
                                            for p in (tmp_path / "b" / "pictures").rglob("*.png"))
@@ -557,6 +559,40 @@ def test_random_init_runs_are_kept_and_reused_only_for_the_same_clips_and_settin
     run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:1"], ["alpha", "beta"],
                  dataclasses.replace(settings, random_seeds=(5,)), cache_dir=cache)
     assert computed == []
+
+    import motionprop                                             # other weights: computed again
+    from motionprop.checkpoint import save_model
+
+    model = motionprop.load_model(ckpt)
+    with torch.no_grad():
+        model.image_encoder.conv1.weight.mul_(1.5)
+    save_model(tmp_path / "retrained", model)
+    run_transfer(davis2017, tmp_path / "d", [str(tmp_path / "retrained")], ["alpha", "beta"], settings,
+                 cache_dir=cache)
+    assert computed == ["resnet18_l3:None"]
+
+
+def test_a_stopped_command_resumes_from_the_runs_it_finished(davis2017, tmp_path, monkeypatch):
+    import motionprop.evaluation.benchmark as benchmark
+
+    computed, real, stop_after = [], benchmark.run_encoder, [2]
+
+    def run_or_stop(encoder, *args, **kwargs):
+        if len(computed) == stop_after[0]:
+            raise KeyboardInterrupt                               # Ctrl-C during the third run
+        computed.append(encoder.seed)
+        return real(encoder, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "run_encoder", run_or_stop)
+    settings = TransferSettings(tasks=("propagation",), short_side=32, pictures_per_clip=0)
+    args = (davis2017, tmp_path / "out", ["random:resnet18_l3:0,1,2"], ["alpha", "beta"], settings)
+    with pytest.raises(KeyboardInterrupt):
+        run_transfer(*args, cache_dir=tmp_path / "cache")
+    assert computed == [0, 1] and not (tmp_path / "out" / "results.json").exists()
+    computed.clear()
+    stop_after[0] = -1
+    results = run_transfer(*args, cache_dir=tmp_path / "cache")
+    assert computed == [2] and results["encoders"][0]["runs_from_cache"] == 2
 
 
 def test_a_damaged_cache_entry_is_computed_again_and_rewritten(davis2017, tmp_path, monkeypatch):

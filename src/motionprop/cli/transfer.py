@@ -21,8 +21,9 @@ an original ckpt_iter_N.pth.tar with its config.yaml, an 'export-encoder' file (
 torchvision .pth), or random:ARCH[:SEEDS] (e.g. random:resnet18:0,1,2; the seeds are averaged).
 
 Writes DIR/results.json, DIR/results.md and DIR/pictures/ (ground truth | prediction).
-Random init's runs depend only on the clips and settings: they are kept (--cache) and a later
-command on the same clips and settings reuses them, so scoring another checkpoint takes one run."""
+Every encoder run (one per random seed) is kept (--cache) and reused by later commands on the same
+clips and settings: random init is computed once, so scoring another checkpoint takes one run, and
+a command stopped half-way resumes from the runs it had finished."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,10 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "conv5 (default); previous = the layer before: ResNet layer3 (layer2) / AlexNet conv4 (CRW's "
                    "protocol reads ResNet layer3)")
     p.add_argument("--cache", metavar="DIR",
-                   help="folder where random-init runs are kept for later commands on the same clips and settings "
+                   help="folder where encoder runs are kept for later commands on the same clips and settings "
                         "(default: $MOTIONPROP_CACHE_DIR, else $XDG_CACHE_HOME/motionprop, else ~/.cache/motionprop; "
                         "then transfer/)")
-    p.add_argument("--no-cache", action="store_true", help="compute random init's runs again and keep nothing")
+    p.add_argument("--no-cache", action="store_true", help="compute every run again and keep nothing")
     p.add_argument("--device", default="auto",
                    help="where features and label propagation run: auto (default: CUDA if present), cpu, cuda, "
                         "cuda:1, ...; the probe runs on the CPU")

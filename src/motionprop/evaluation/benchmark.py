@@ -285,8 +285,8 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
                  device: torch.device | str = "cpu") -> dict:
     """Run the benchmark and write ``results.json``, ``results.md`` and ``pictures/`` in ``out_dir``; returns the results.
 
-    With ``cache_dir``, random-init runs are kept there and reused by later calls on the same data and settings
-    (:class:`.cache.RunCache`). On a CUDA ``device`` TF32 is switched off while it runs, so that features and
+    With ``cache_dir``, every encoder run is kept there and reused by later calls on the same data and settings
+    (:class:`.cache.RunCache`): random init is computed once, and a call stopped half-way resumes. On a CUDA ``device`` TF32 is switched off while it runs, so that features and
     affinities are float32 products as on a CPU.
     """
     with full_float32(torch.device(device)):
@@ -389,8 +389,9 @@ def _run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: lis
 
 
 def _kept_run(cache: RunCache | None, encoder: FrozenEncoder, log: Callable[[str], None]) -> RunOutput | None:
-    """A random-init run kept in ``cache`` by an earlier command, if any (a damaged entry is reported and skipped)."""
-    if cache is None or encoder.seed is None:
+    """The run of ``encoder`` kept in ``cache`` by an earlier command, if any (a damaged entry is reported and
+    skipped)."""
+    if cache is None:
         return None
     try:
         return cache.get(encoder)
@@ -400,8 +401,8 @@ def _kept_run(cache: RunCache | None, encoder: FrozenEncoder, log: Callable[[str
 
 
 def _keep_run(cache: RunCache | None, encoder: FrozenEncoder, run: RunOutput, log: Callable[[str], None]) -> None:
-    """Keep a random-init run for later commands; a cache that cannot be written only costs a warning."""
-    if cache is None or encoder.seed is None:
+    """Keep a run for later commands; a cache that cannot be written only costs a warning."""
+    if cache is None:
         return
     try:
         cache.put(encoder, run)

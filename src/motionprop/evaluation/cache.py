@@ -1,12 +1,14 @@
-"""Random init's runs of ``motionprop transfer``, kept between commands.
+"""Encoder runs of ``motionprop transfer``, kept between commands.
 
-A random-init run depends only on its architecture, seed and layer, the data and the settings, yet
-the default command recomputes three of them (three quarters of its time) every time a checkpoint
-is scored. :class:`RunCache` keeps each run in a folder under a key made of everything it depends
-on: the encoder, the settings, the frames and masks as read (their bytes), the code that computes
-it (the package's ``evaluation`` and ``models`` sources), torch's version, its CPU kernels and its
-thread count, the device (float results may differ in their last bits between those). A change to any of them
-is a different key; an entry that cannot be read is computed again.
+A run's scores depend only on the encoder's weights and layer, the data and the settings. The
+default command recomputes random init's three seeds (three quarters of its time) every time a
+checkpoint is scored, and a command stopped half-way lost every run it had finished.
+:class:`RunCache` keeps each run in a folder under a key made of everything it depends on: the
+encoder (its architecture, layer, input normalization and weights, or a random init's seed), the
+settings, the frames and masks as read (their bytes), the code that computes it (the package's
+``evaluation`` and ``models`` sources), torch's version, its CPU kernels and thread count, the device
+(float results may differ in their last bits between those). A change to any of them is a
+different key; an entry that cannot be read is computed again.
 """
 
 from __future__ import annotations
@@ -64,8 +66,17 @@ def environment(device: torch.device) -> dict[str, object]:
     return env
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """A digest of a module's parameters and buffers: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class RunCache:
-    """Random-init runs on one set of clips with one set of settings, kept in ``folder``."""
+    """Encoder runs on one set of clips with one set of settings, kept in ``folder``."""
 
     def __init__(self, folder: str | Path, data: list[ClipData], settings: TransferSettings,
                  device: torch.device = torch.device("cpu")) -> None:
@@ -82,8 +93,9 @@ class RunCache:
         self._base = digest.hexdigest()
 
     def key(self, encoder: FrozenEncoder) -> str:
-        """The entry name of ``encoder``'s run (a random init: architecture, seed and layer name it)."""
-        text = json.dumps([self._base, encoder.arch, encoder.seed, encoder.layer, encoder.mean, encoder.std])
+        """The entry name of ``encoder``'s run: a random init is named by its seed, other encoders by their weights."""
+        weights = None if encoder.seed is not None else weights_digest(encoder.features)
+        text = json.dumps([self._base, encoder.arch, encoder.seed, encoder.layer, encoder.mean, encoder.std, weights])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def get(self, encoder: FrozenEncoder) -> RunOutput | None:
@@ -114,6 +126,7 @@ class RunCache:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **{f"p{i}": run.pictures[t][c][f] for i, (t, c, f) in enumerate(where)})
         meta = {"format": FORMAT, "arch": encoder.arch, "seed": encoder.seed, "layer": encoder.layer,
+                "source": encoder.source,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"), "tasks": run.tasks, "seconds": run.seconds,
                 "cpu_seconds": run.cpu_seconds, "pictures": where}
         with atomic_path(self.folder / f"{key}.json") as tmp:
