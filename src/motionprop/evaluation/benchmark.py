@@ -206,7 +206,7 @@ def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: Transfer
     if "probe" in settings.tasks:
         with clock.measure("probe"):
             out.tasks["probe"], pics["probe"] = cross_validated_probe(data, stored, targets, settings.probe,
-                                                                   settings.pictures_per_clip)
+                                                                      settings.pictures_per_clip)
     out.seconds, out.cpu_seconds, out.pictures = clock.wall, clock.cpu, pics
     return out
 
@@ -286,8 +286,9 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
     """Run the benchmark and write ``results.json``, ``results.md`` and ``pictures/`` in ``out_dir``; returns the results.
 
     With ``cache_dir``, every encoder run is kept there and reused by later calls on the same data and settings
-    (:class:`.cache.RunCache`): random init is computed once, and a call stopped half-way resumes. On a CUDA ``device`` TF32 is switched off while it runs, so that features and
-    affinities are float32 products as on a CPU.
+    (:class:`.cache.RunCache`): random init is computed once, and a call stopped half-way resumes. On a CUDA
+    ``device`` TF32 is switched off while it runs, so that features and affinities are float32 products as on a
+    CPU.
     """
     with full_float32(torch.device(device)):
         return _run_transfer(davis_root, out_dir, encoder_args, clips, settings, progress, log, cache_dir,

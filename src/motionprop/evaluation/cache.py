@@ -37,7 +37,8 @@ _SOURCES = ("evaluation", "models")
 
 
 def default_cache_dir() -> Path:
-    """``$MOTIONPROP_CACHE_DIR``, else ``$XDG_CACHE_HOME/motionprop``, else ``~/.cache/motionprop``; then ``transfer``."""
+    """``$MOTIONPROP_CACHE_DIR``, else ``$XDG_CACHE_HOME/motionprop``, else ``~/.cache/motionprop``; then
+    ``transfer``."""
     root = os.environ.get(CACHE_ENV)
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
