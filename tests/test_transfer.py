@@ -609,6 +609,12 @@ def test_a_damaged_cache_entry_is_computed_again_and_rewritten(davis2017, tmp_pa
     assert any(line.startswith("warning: ") and str(entry) in line for line in logs)
     assert again["encoders"][0]["tasks"] == first["encoders"][0]["tasks"]
     assert json.loads(entry.read_text())["seed"] == 0               # rewritten whole
+    arrays = entry.with_suffix(".npz")
+    arrays.write_bytes(arrays.read_bytes()[:len(arrays.read_bytes()) // 2])   # truncated pictures
+    logs.clear()
+    run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:0"], ["alpha", "beta"], settings, log=logs.append,
+                 cache_dir=cache)
+    assert computed == ["resnet18_l3:0"] * 3 and any(str(entry) in line for line in logs)
 
 
 def test_transfer_command_cache_options(davis2017, tmp_path, monkeypatch, capsys):

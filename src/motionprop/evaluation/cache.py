@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,10 +101,11 @@ class RunCache:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def get(self, encoder: FrozenEncoder) -> RunOutput | None:
-        """The kept run of ``encoder``, or None if there is none or it cannot be read."""
+        """The kept run of ``encoder``, or None if there is none; :class:`CacheEntryError` if it cannot be read."""
         from .benchmark import RunOutput
 
-        entry, arrays = self.folder / f"{self.key(encoder)}.json", self.folder / f"{self.key(encoder)}.npz"
+        key = self.key(encoder)
+        entry, arrays = self.folder / f"{key}.json", self.folder / f"{key}.npz"
         if not entry.is_file():
             return None
         try:
@@ -115,7 +117,7 @@ class RunCache:
             for task in meta["tasks"]:
                 pictures.setdefault(task, {})
             return RunOutput(meta["tasks"], meta["seconds"], meta["cpu_seconds"], pictures)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
             raise CacheEntryError(f"{entry}: cannot be read ({exc}); computing the run again") from exc
 
     def put(self, encoder: FrozenEncoder, run: RunOutput) -> None:
