@@ -720,6 +720,9 @@ def test_transfer_command_errors_exit_2(davis2017, tmp_path, capsys):
         assert main(["transfer", "--davis", str(davis2017), "--out", out, "--device", "cuda", "random:resnet18:0"]) == 2
         assert "no CUDA" in capsys.readouterr().err
     assert not (tmp_path / "out" / "results.json").exists()
+    (tmp_path / "a_file").write_text("keep me")
+    assert main(["transfer", "--davis", str(davis2017), "--out", str(tmp_path / "a_file"), "random:resnet18:0"]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "a_file").read_text() == "keep me"
 
 
 def test_probe_iterations_reach_the_fit_and_the_recorded_settings(davis2017, tmp_path, capsys):

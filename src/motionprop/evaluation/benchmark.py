@@ -319,6 +319,9 @@ def _run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: lis
     settings = (settings or TransferSettings()).validate()
     if not encoder_args:
         raise InputError("give at least one ENCODER (a checkpoint, an encoder file or random:ARCH[:SEEDS])")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is a file; give a folder for results.json, results.md and pictures/")
     specs = [parse_encoder(text) for text in encoder_args]
     clip_list = list_clips(davis_root, clips)
     loaded = [_load(spec, settings) for spec in specs]        # every encoder is read before any long work
@@ -338,7 +341,6 @@ def _run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: lis
     cache = None if cache_dir is None else RunCache(cache_dir, data, settings, device)
     steps_per_frame = 2 if "propagation" in settings.tasks else 1      # features, then propagation
     total_frames = sum(len(d.frames) for d in data) * sum(len(encs) for encs in loaded) * steps_per_frame
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     entries = []
