@@ -174,10 +174,9 @@ def _check_model_inputs(args: argparse.Namespace) -> None:
         raise InputError(f"--working-size must be at least 8, got {args.working_size}")
     import torch
 
-    try:
-        device = torch.device(args.device)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    from ..train.distributed import parse_device
+
+    device = parse_device(args.device, accepted="e.g. cpu, cuda, cuda:1")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: no CUDA GPU is available here")
 

@@ -150,16 +150,10 @@ def _check_time_limit(minutes: float | None) -> None:
 
 
 def _check_device(name: str) -> None:
-    import torch
+    from ..train.distributed import parse_device
 
-    from ..errors import InputError
-
-    if name == "auto":
-        return
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if name != "auto":
+        parse_device(name)
 
 
 def run_quickstart(args: argparse.Namespace) -> int:

@@ -32,16 +32,23 @@ class DistInfo:
         return self.world_size > 1
 
 
+def parse_device(name: str, accepted: str = "auto, cpu, cuda, cuda:1, ...") -> torch.device:
+    """``torch.device(name)``, or an :class:`InputError` naming ``--device`` and what is ``accepted``."""
+    from ..errors import InputError
+
+    try:
+        return torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r} is not a torch device ({accepted})") from None
+
+
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto``: this process's GPU when CUDA is there, else the CPU; or exactly what was asked."""
     from ..errors import InputError
 
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {requested!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    device = parse_device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError("--device cuda was asked for, but this torch build or machine has no CUDA")
