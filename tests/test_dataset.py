@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from motionprop.config import DataConfig
-from motionprop.data.dataset import ImageFlowDataset, read_pair_list, resized_size
+from motionprop.data.dataset import ImageFlowDataset, add_camera_motion, read_pair_list, resized_size
 from motionprop.data.flow_io import write_flow, write_flow_jpg
-from motionprop.errors import InputError
+from motionprop.errors import ConfigError, InputError
 
 
 def _write_pair(root: Path, name: str, size=(60, 80), flow_value=(4.0, 2.0), jpg=False) -> str:
@@ -142,3 +142,59 @@ def test_random_guidance_density_varies_per_training_sample_and_not_in_validatio
     fixed = ImageFlowDataset([pairs], _config(), train=False)
     for draw in range(3):  # validation keeps the config's fixed strategy
         assert torch.equal(val[(0, draw)]["sparse"], fixed[(0, draw)]["sparse"])
+
+
+def _fit_similarity(points: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares (a, b, tx, ty) of x' = a x - b y + tx, y' = b x + a y + ty, and the largest residual."""
+    x, y = points[:, 0], points[:, 1]
+    rows = np.concatenate([np.stack([x, -y, np.ones_like(x), np.zeros_like(x)], 1),
+                           np.stack([y, x, np.zeros_like(x), np.ones_like(x)], 1)])
+    target = np.concatenate([moved[:, 0], moved[:, 1]])
+    params = np.linalg.lstsq(rows, target, rcond=None)[0]
+    return params, float(np.abs(rows @ params - target).max())
+
+
+def test_camera_motion_composes_a_similarity_after_the_flow():
+    height, width, shift = 40, 60, 8.0
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    object_flow = np.zeros((height, width, 2), np.float32)
+    object_flow[10:20, 15:30] = (5.0, -3.0)          # a moving object on a still scene
+    for seed in range(5):
+        still = add_camera_motion(np.zeros_like(object_flow), np.random.default_rng(seed), shift)
+        moved = add_camera_motion(object_flow, np.random.default_rng(seed), shift)
+        points = np.stack([xs.ravel(), ys.ravel()], 1)
+        params, residual = _fit_similarity(points, points + still.reshape(-1, 2))
+        assert residual < 1e-3                        # the still scene moves by one similarity ...
+        scale = np.hypot(params[0], params[1])
+        assert abs(np.log(scale)) <= 0.5 * shift / (0.5 * np.hypot(height, width)) + 1e-6
+        centre_shift = still[height // 2, width // 2]  # about the translation: the pixel nearest the centre
+        assert np.abs(centre_shift).max() <= shift + 1.0
+        # ... and the object's pixels go where the object takes them, then where the camera does
+        a, b, tx, ty = params
+        target_x = a * (xs + object_flow[..., 0]) - b * (ys + object_flow[..., 1]) + tx - xs
+        target_y = b * (xs + object_flow[..., 0]) + a * (ys + object_flow[..., 1]) + ty - ys
+        np.testing.assert_allclose(moved[..., 0], target_x, atol=1e-3)
+        np.testing.assert_allclose(moved[..., 1], target_y, atol=1e-3)
+    np.testing.assert_array_equal(add_camera_motion(object_flow, np.random.default_rng(0), 0.0), object_flow)
+
+
+def test_camera_motion_in_training_samples_only_and_off_by_default(pairs):
+    plain = ImageFlowDataset([pairs], _config(), train=True)
+    camera = ImageFlowDataset([pairs], _config(camera_motion=6.0, camera_prob=1.0), train=True)
+    for draw in range(4):
+        before, after = plain[(1, draw)], camera[(1, draw)]
+        assert torch.equal(before["image"], after["image"])          # the same crop and picture
+        assert not torch.allclose(before["flow"], after["flow"])     # but the camera moved
+        mask = after["sparse"][2] > 0                                # guidance sampled from the new flow
+        torch.testing.assert_close(after["sparse"][:2][:, mask], after["flow"][:, mask])
+    never = ImageFlowDataset([pairs], _config(camera_motion=6.0, camera_prob=0.0), train=True)
+    assert torch.equal(never[(1, 0)]["flow"], plain[(1, 0)]["flow"])
+    val = ImageFlowDataset([pairs], _config(camera_motion=6.0, camera_prob=1.0), train=False)
+    assert torch.equal(val[(1, 0)]["flow"], ImageFlowDataset([pairs], _config(), train=False)[(1, 0)]["flow"])
+
+
+@pytest.mark.parametrize("key,value", [("camera_motion", -1.0), ("camera_motion", float("inf")),
+                                       ("camera_prob", 1.5), ("camera_prob", "half")])
+def test_camera_motion_settings_are_checked(key, value):
+    with pytest.raises(ConfigError, match=f"data.{key}"):
+        _config(**{key: value}).validate()

@@ -185,6 +185,10 @@ class DataConfig:
     flow_reverse: bool = False
     flow_scale: bool = False
     flow_rotate: bool = False
+    # camera_motion > 0 (training only): with probability camera_prob the flow becomes that of a camera
+    # that also moved by a random similarity (translation up to camera_motion px; dataset.add_camera_motion).
+    camera_motion: float = 0.0
+    camera_prob: float = 0.5
     batch_size: int = 12
     batch_size_val: int = 1
     workers: int = 2
@@ -221,6 +225,10 @@ class DataConfig:
             raise ConfigError(f"data.dense_prob must be in [0, 1], got {self.dense_prob}")
         if self.dense_grid < 1 or self.max_sparse < 1:
             raise ConfigError("data.dense_grid and data.max_sparse must be positive")
+        if not (_is_number(self.camera_motion) and 0 <= self.camera_motion < math.inf):
+            raise ConfigError(f"data.camera_motion must be a number of pixels >= 0, got {self.camera_motion!r}")
+        if not (_is_number(self.camera_prob) and 0 <= self.camera_prob <= 1):
+            raise ConfigError(f"data.camera_prob must be in [0, 1], got {self.camera_prob!r}")
         if self.batch_size < 1 or self.batch_size_val < 1:
             raise ConfigError("data.batch_size and data.batch_size_val must be positive")
 

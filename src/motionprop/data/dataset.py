@@ -208,6 +208,32 @@ def augment_flow(flow: np.ndarray, rng: np.random.Generator, reverse: bool, scal
     return np.ascontiguousarray(flow, dtype=np.float32)
 
 
+def add_camera_motion(flow: np.ndarray, rng: np.random.Generator, shift: float) -> np.ndarray:
+    """The flow of the same scene seen by a camera that also moved: a random similarity after the motion.
+
+    Real training clips mostly come from fixed cameras, where the scenery keeps still; in the
+    videos users bring the camera often follows the action and everything moves. A pixel at ``p``
+    that the flow takes to ``p + flow`` goes to ``c + s R (p + flow - c) + t`` (``c`` the centre),
+    so the new flow is exact for the image the network sees. ``t`` is uniform in [-shift, shift]
+    per axis; the zoom ``log s`` and the rotation (radians) are uniform in +-shift / 2 / half-diagonal,
+    so neither moves a corner by more than shift / 2.
+    """
+    height, width = flow.shape[:2]
+    half_diagonal = 0.5 * float(np.hypot(height, width))
+    limit = 0.5 * shift / half_diagonal
+    tx, ty = rng.uniform(-shift, shift, size=2)
+    scale = np.exp(rng.uniform(-limit, limit))
+    angle = rng.uniform(-limit, limit)
+    a, b = scale * np.cos(angle), scale * np.sin(angle)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    px = xs + flow[..., 0] - cx
+    py = ys + flow[..., 1] - cy
+    moved_x = cx + a * px - b * py + tx
+    moved_y = cy + b * px + a * py + ty
+    return np.stack([moved_x - xs, moved_y - ys], axis=-1).astype(np.float32)
+
+
 class ImageFlowDataset(Dataset):
     """Samples for CMP training from one or more list files.
 
@@ -274,6 +300,8 @@ class ImageFlowDataset(Dataset):
                 image1, image2, flow, valid = (a[:, ::-1] for a in (image1, image2, flow, valid))
                 flow = flow * np.float32([-1, 1])
             flow = augment_flow(flow, rng, cfg.flow_reverse, cfg.flow_scale, cfg.flow_rotate)
+            if cfg.camera_motion > 0 and rng.random() < cfg.camera_prob:
+                flow = add_camera_motion(flow, rng, cfg.camera_motion)
         flow = np.ascontiguousarray(flow, dtype=np.float32)
         guided = np.where(valid[..., None], flow, np.nan).astype(np.float32) if not valid.all() else flow
         if self.train and cfg.guidance_density == "random":

@@ -93,12 +93,17 @@ class RunCache:
             digest.update(item.frames.tobytes())
             digest.update(item.labels.tobytes())
         self._base = digest.hexdigest()
+        self._last: tuple[FrozenEncoder, str] | None = None   # a lookup and then a store hash the weights once
 
     def key(self, encoder: FrozenEncoder) -> str:
         """The entry name of ``encoder``'s run: a random init is named by its seed, other encoders by their weights."""
+        if self._last is not None and self._last[0] is encoder:
+            return self._last[1]
         weights = None if encoder.seed is not None else weights_digest(encoder.features)
         text = json.dumps([self._base, encoder.arch, encoder.seed, encoder.layer, encoder.mean, encoder.std, weights])
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        key = hashlib.sha256(text.encode()).hexdigest()[:32]
+        self._last = (encoder, key)
+        return key
 
     def get(self, encoder: FrozenEncoder) -> RunOutput | None:
         """The kept run of ``encoder``, or None if there is none; :class:`CacheEntryError` if it cannot be read."""
