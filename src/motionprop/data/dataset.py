@@ -214,7 +214,8 @@ def add_camera_motion(flow: np.ndarray, rng: np.random.Generator, shift: float) 
     Real training clips mostly come from fixed cameras, where the scenery keeps still; in the
     videos users bring the camera often follows the action and everything moves. A pixel at ``p``
     that the flow takes to ``p + flow`` goes to ``c + s R (p + flow - c) + t`` (``c`` the centre),
-    so the new flow is exact for the image the network sees. ``t`` is uniform in [-shift, shift]
+    so the new flow is exact for the image the network sees (a sample's ``image2``, which training does
+    not load, is left as it was). ``t`` is uniform in [-shift, shift]
     per axis; the zoom ``log s`` and the rotation (radians) are uniform in +-shift / 2 / half-diagonal,
     so neither moves a corner by more than shift / 2.
     """
