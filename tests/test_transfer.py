@@ -14,12 +14,12 @@ from PIL import Image
 
 from motionprop.cli import main
 from motionprop.errors import CheckpointError, InputError
-from motionprop.evaluation.benchmark import (TransferSettings, average_seeds, probe_folds, run_transfer,
-                                             working_size)
+from motionprop.evaluation.benchmark import TransferSettings, average_seeds, run_transfer, working_size
 from motionprop.evaluation.davis import foreground, list_clips, read_mask, read_masks
 from motionprop.evaluation.encoders import (a_trous_pool2, load_encoder_file, parse_encoder, random_encoder,
                                             stride8_features)
-from motionprop.evaluation.probe import ProbeConfig, cell_targets, predict_foreground, probe_objective, train_probe
+from motionprop.evaluation.probe import (ProbeConfig, cell_targets, predict_foreground, probe_folds, probe_objective,
+                                        train_probe)
 from motionprop.evaluation.propagation import (PropagationConfig, first_argmax, labels_at, normalize_features,
                                                propagate_clip, propagate_step, window_mask)
 from motionprop.evaluation.report import _paired_differences, sign_flip_p

@@ -566,4 +566,3 @@ def section_overrides(overrides: Sequence[str], section: str) -> tuple[list[str]
     for item in overrides:
         (mine if item.split("=", 1)[0].startswith(f"{section}.") else others).append(item)
     return mine, others
-

@@ -90,9 +90,9 @@ def run_transfer_command(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluation.benchmark import TASKS, TransferSettings, run_transfer
     from ..evaluation.cache import default_cache_dir
-    from ..train.distributed import pick_device
     from ..evaluation.probe import ProbeConfig
     from ..evaluation.propagation import PropagationConfig
+    from ..train.distributed import pick_device
 
     try:
         seeds = tuple(int(s) for s in args.random_seeds.split(","))

@@ -33,7 +33,7 @@ from .davis import Clip, foreground, list_clips, read_masks
 from .encoders import (DEFAULT_RANDOM_SEEDS, FEATURE_LAYERS, FEATURE_STRIDE, RANDOM_PREFIX, EncoderSpec, FrozenEncoder,
                        at_layer, load_encoders, parse_encoder)
 from .metrics import mean_scores, sequence_objects, sequence_scores, evaluated_frames
-from .probe import ProbeConfig, cell_targets, predict_foreground, sample_cells, train_probe
+from .probe import ProbeConfig, cell_targets, predict_foreground, probe_folds, sample_cells, train_probe
 from .propagation import PropagationConfig, labels_at, propagate_clip
 
 TASKS = ("propagation", "probe")
@@ -211,14 +211,6 @@ def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: Transfer
     return out
 
 
-def probe_folds(names: list[str], folds: int) -> list[list[str]]:
-    """The held-out groups of the probe's cross-validation: each clip alone (``folds`` 0, or at least as many as
-    there are clips: leave-one-clip-out), else ``folds`` groups, clip i in group i mod ``folds``."""
-    if folds == 0 or folds >= len(names):
-        return [[name] for name in names]
-    return [names[k::folds] for k in range(folds)]
-
-
 def cross_validated_probe(data: list[ClipData], features: dict[str, torch.Tensor], targets: dict[str, np.ndarray],
                           config: ProbeConfig, pictures_per_clip: int) -> tuple[dict, dict]:
     """Probe results with each group of clips held out in turn (:func:`probe_folds`; the probe is trained on the
@@ -290,9 +282,9 @@ def run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: list
     ``device`` TF32 is switched off while it runs, so that features and affinities are float32 products as on a
     CPU.
     """
-    with full_float32(torch.device(device)):
-        return _run_transfer(davis_root, out_dir, encoder_args, clips, settings, progress, log, cache_dir,
-                             torch.device(device))
+    device = torch.device(device)
+    with full_float32(device):
+        return _run_transfer(davis_root, out_dir, encoder_args, clips, settings, progress, log, cache_dir, device)
 
 
 @contextlib.contextmanager
@@ -340,7 +332,8 @@ def _run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: lis
     data = [load_clip(clip, settings.short_side) for clip in clip_list]
     cache = None if cache_dir is None else RunCache(cache_dir, data, settings, device)
     steps_per_frame = 2 if "propagation" in settings.tasks else 1      # features, then propagation
-    total_frames = sum(len(d.frames) for d in data) * sum(len(encs) for encs in loaded) * steps_per_frame
+    steps_per_run = sum(len(d.frames) for d in data) * steps_per_frame
+    total_frames = steps_per_run * sum(len(encs) for encs in loaded)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     entries = []
@@ -359,7 +352,7 @@ def _run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: lis
                     note = ""
                 else:
                     kept += 1
-                    bar.update(sum(len(d.frames) for d in data) * steps_per_frame)
+                    bar.update(steps_per_run)
                     note = f" (kept from an earlier command in {cache.folder})"
                 runs.append(run)
                 log(f"{spec.name}" + ("" if enc.seed is None else f" seed {enc.seed}") + ": " +

@@ -34,6 +34,14 @@ class ProbeConfig:
     """Cross-validation: 0 = leave-one-clip-out; K >= 2 = K groups of clips (clip i in group i mod K)."""
 
 
+def probe_folds(names: list[str], folds: int) -> list[list[str]]:
+    """The held-out groups of the probe's cross-validation: each clip alone (``folds`` 0, or at least as many as
+    there are clips: leave-one-clip-out), else ``folds`` groups, clip i in group i mod ``folds``."""
+    if folds == 0 or folds >= len(names):
+        return [[name] for name in names]
+    return [names[k::folds] for k in range(folds)]
+
+
 def cell_targets(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(T, H, W) labels -> (T, h, w) int64 cell targets: 1 foreground, 0 background, -1 ignored.
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_path
+from .probe import probe_folds
 
 TASK_TITLES = {"propagation": "label propagation", "probe": "linear probe"}
 
@@ -16,9 +17,11 @@ def task_title(task: str, settings: dict) -> str:
     """A task's heading: the probe's says how its clips were held out."""
     if task != "probe":
         return TASK_TITLES[task]
-    folds = settings.get("probe", {}).get("folds", 0)
-    held_out = f"{folds} folds of clips" if 0 < folds < len(settings["clips"]) else "leave-one-clip-out"
+    folds, clips = settings.get("probe", {}).get("folds", 0), list(settings["clips"])
+    held_out = "leave-one-clip-out" if len(probe_folds(clips, folds)) == len(clips) else f"{folds} folds of clips"
     return f"{TASK_TITLES[task]} ({held_out})"
+
+
 # Distinct colours for object ids 1.. (RGB); background is left as the frame.
 _COLOURS = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
                      (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)], np.uint8)

@@ -44,7 +44,8 @@ def evaluate(checkpoint: str | os.PathLike, lists: Sequence[str | os.PathLike], 
              config: str | os.PathLike | None = None, progress: bool = False) -> dict[str, float]:
     """EPE of the network in ``checkpoint`` on every pair of ``lists``, with the baselines' on the same guidance.
 
-    Returns ``{"epe", "epe_nearest", "epe_idw", "loss", "samples"}``. ``config``
+    Returns ``{"epe", "epe_nearest", "epe_idw", "loss", "samples"}``, and ``"epe_fill"`` (its fill alone) for a
+    residual model. ``config``
     is only needed for an original-release file without ``config.yaml`` beside it;
     ``progress`` shows a bar on a terminal.
     """
