@@ -174,13 +174,10 @@ def load_checkpoints(checkpoints: list[str], overrides: list[str] | None = None)
 def flow_and_fill(model, image: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """image (1,3,H,W) normalized, sparse (1,4,H,W) -> the model's flow (2,H,W), the same as ``predict_flow``, and for
     a residual model the fill its network corrects (2,H,W), computed once for both (else None)."""
-    if not model.residual:
-        return model.predict_flow(image, sparse)[0].float(), None
     features = model.encode_image(image)
     output = model.decode(features, sparse)
-    fill = model.residual_fill(sparse, features.guidance_cost)
-    flow = model.output_to_flow(output, tuple(image.shape[-2:]), sparse, fill=fill)
-    return flow[0].float(), fill[0].float()
+    flow, fill = model.flow_and_fill(output, tuple(image.shape[-2:]), sparse, features.guidance_cost)
+    return flow[0].float(), None if fill is None else fill[0].float()
 
 
 def run(checkpoints: list[str], pairs: list[dict], densities: list[str], seed: int, amp: str,

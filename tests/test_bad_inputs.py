@@ -239,6 +239,20 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, files, capsys
     run_bad(argv, needles, files, capsys)
 
 
+NO_CUDA_CASES = {
+    "propagate --device cuda": PROPAGATE + ["--out-vis", "{root}/v.png", "--device", "cuda"],
+    "train --device cuda:1": ["train", "--config", "resnet50_yfcc_voc_16gpu_42k", "--out", "{root}/run",
+                              "--device", "cuda:1", "data.train_source=[{root}/list.txt]"],
+    "evaluate --device cuda": ["evaluate", "{ckpt}", "{root}/list.txt", "--device", "cuda"],
+}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+@pytest.mark.parametrize("case", list(NO_CUDA_CASES))
+def test_cuda_asked_for_without_cuda_is_one_message_before_any_work(case, files, capsys):
+    run_bad(NO_CUDA_CASES[case], ("--device cuda", "no CUDA"), files, capsys)
+
+
 def test_export_encoder_force_replaces_an_output_that_is_not_an_input(files, tmp_path):
     from safetensors.torch import load_file
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from motionprop.config import DataConfig
-from motionprop.data.dataset import ImageFlowDataset, add_camera_motion, read_pair_list, resized_size
+from motionprop.config import Config, DataConfig, apply_overrides
+from motionprop.data.dataset import (ImageFlowDataset, add_camera_motion, follow_subject, read_pair_list,
+                                     resized_size)
 from motionprop.data.flow_io import write_flow, write_flow_jpg
 from motionprop.errors import ConfigError, InputError
 
@@ -193,8 +194,41 @@ def test_camera_motion_in_training_samples_only_and_off_by_default(pairs):
     assert torch.equal(val[(1, 0)]["flow"], ImageFlowDataset([pairs], _config(), train=False)[(1, 0)]["flow"])
 
 
+def test_follow_subject_keeps_the_subject_nearly_still_and_moves_the_scenery_against_it():
+    flow = np.zeros((40, 60, 2), np.float32)
+    flow[10:20, 15:30] = (6.0, -4.0)                   # a subject on a still scene
+    flow[30:33, 40:42] = (0.5, 0.5)                    # a small motion under 1 px: not the subject
+    for seed in range(5):
+        followed = follow_subject(flow, np.random.default_rng(seed))
+        shift = flow - followed                        # one translation everywhere ...
+        np.testing.assert_allclose(shift, np.broadcast_to(shift[0, 0], shift.shape), atol=1e-6)
+        alpha = shift[0, 0] / np.float32([6.0, -4.0])  # ... a fraction in [0.5, 1] of the subject's motion
+        assert alpha[0] == pytest.approx(alpha[1]) and 0.5 <= alpha[0] <= 1.0
+        np.testing.assert_allclose(followed[0, 0], -shift[0, 0])          # the scenery moves against it
+        assert np.hypot(*followed[15, 20]) <= 0.5 * np.hypot(6.0, -4.0) + 1e-5
+    small = np.full((8, 8, 2), 0.7, np.float32)        # nothing moves over 1 px: left as it was
+    np.testing.assert_array_equal(follow_subject(small, np.random.default_rng(0)), small)
+
+
+def test_follow_camera_in_training_samples(pairs):
+    plain = ImageFlowDataset([pairs], _config(), train=True)
+    follow = ImageFlowDataset([pairs], _config(camera_motion="follow", camera_prob=1.0), train=True)
+    for draw in range(3):
+        before, after = plain[(1, draw)], follow[(1, draw)]
+        assert torch.equal(before["image"], after["image"])
+        shift = before["flow"] - after["flow"]
+        assert shift.abs().max() > 0.1                                 # the camera moved ...
+        torch.testing.assert_close(shift, shift[:, :1, :1].expand_as(shift))   # ... by one translation
+    val = ImageFlowDataset([pairs], _config(camera_motion="follow", camera_prob=1.0), train=False)
+    assert torch.equal(val[(1, 0)]["flow"], ImageFlowDataset([pairs], _config(), train=False)[(1, 0)]["flow"])
+    cfg = apply_overrides(Config(), ["data.camera_motion=follow"])
+    assert cfg.data.camera_motion == "follow"
+    with pytest.raises(ConfigError, match="data.camera_motion must be a number or 'follow', got 'folow'"):
+        apply_overrides(Config(), ["data.camera_motion=folow"])
+
+
 @pytest.mark.parametrize("key,value", [("camera_motion", -1.0), ("camera_motion", float("inf")),
-                                       ("camera_prob", 1.5), ("camera_prob", "half")])
+                                       ("camera_motion", "pan"), ("camera_prob", 1.5), ("camera_prob", "half")])
 def test_camera_motion_settings_are_checked(key, value):
     with pytest.raises(ConfigError, match=f"data.{key}"):
         _config(**{key: value}).validate()

@@ -269,7 +269,7 @@ def test_evaluate_repeats_the_runs_validation_and_checks_its_inputs(tiny_data, t
 
     out = tmp_path / "m.json"
     assert main(["evaluate", str(checkpoint), str(tiny_data[1]), "--device", "cpu", "--json", str(out)]) == 0
-    assert f"CMP {metrics['epe']:.3f} (its fill alone {metrics['epe_fill']:.3f})" in capsys.readouterr().out
+    assert f"EPE {metrics['epe']:.3f} px (its fill alone {metrics['epe_fill']:.3f}, " in capsys.readouterr().out
     assert json.loads(out.read_text())["epe"] == pytest.approx(metrics["epe"])
     assert main(["evaluate", str(checkpoint), str(tmp_path / "nope.txt")]) == 2
     assert "list file not found" in capsys.readouterr().err

@@ -50,6 +50,7 @@ RESIDUAL_BASES = ("nearest", "idw", "geodesic")  # geodesic: IDW with distances 
 # border pixels, area, or border pixels / sqrt(area) (boundary connectivity).
 PRIOR_WEIGHTS = ("border", "area", "connectivity")
 GUIDANCE_DENSITIES = ("fixed", "random")
+CAMERA_FOLLOW = "follow"  # data.camera_motion: a camera that follows the moving subject instead of a random one
 
 
 @dataclass
@@ -186,8 +187,9 @@ class DataConfig:
     flow_scale: bool = False
     flow_rotate: bool = False
     # camera_motion > 0 (training only): with probability camera_prob the flow becomes that of a camera
-    # that also moved by a random similarity (translation up to camera_motion px; dataset.add_camera_motion).
-    camera_motion: float = 0.0
+    # that also moved by a random similarity (translation up to camera_motion px; dataset.add_camera_motion);
+    # "follow": of a camera that followed the moving subject (dataset.follow_subject).
+    camera_motion: float | str = 0.0
     camera_prob: float = 0.5
     batch_size: int = 12
     batch_size_val: int = 1
@@ -225,8 +227,10 @@ class DataConfig:
             raise ConfigError(f"data.dense_prob must be in [0, 1], got {self.dense_prob}")
         if self.dense_grid < 1 or self.max_sparse < 1:
             raise ConfigError("data.dense_grid and data.max_sparse must be positive")
-        if not (_is_number(self.camera_motion) and 0 <= self.camera_motion < math.inf):
-            raise ConfigError(f"data.camera_motion must be a number of pixels >= 0, got {self.camera_motion!r}")
+        if not (self.camera_motion == CAMERA_FOLLOW
+                or _is_number(self.camera_motion) and 0 <= self.camera_motion < math.inf):
+            raise ConfigError(f"data.camera_motion must be a number of pixels >= 0 or {CAMERA_FOLLOW!r}, "
+                              f"got {self.camera_motion!r}")
         if not (_is_number(self.camera_prob) and 0 <= self.camera_prob <= 1):
             raise ConfigError(f"data.camera_prob must be in [0, 1], got {self.camera_prob!r}")
         if self.batch_size < 1 or self.batch_size_val < 1:
@@ -351,9 +355,13 @@ def _section_from_dict(cls: type, values: Mapping[str, Any], section: str) -> An
     return cls(**kwargs)
 
 
+# Numeric settings that also take a word, kept as the word.
+_WORDS = {"data.camera_motion": (CAMERA_FOLLOW,)}
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Match ``value`` to the type of the field's default: YAML reads '1e-4' as a string, lists for tuples."""
-    if value is None:
+    if value is None or isinstance(value, str) and value in _WORDS.get(name, ()):
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -363,7 +371,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+            words = "".join(f" or {word!r}" for word in _WORDS.get(name, ()))
+            raise ConfigError(f"{name} must be a number{words}, got {value!r}") from None
     if isinstance(default, float) and not isinstance(value, float):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if isinstance(default, int) and default is not None and (not isinstance(value, int) or isinstance(value, bool)):

@@ -23,7 +23,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "original-release .pth.tar (with --config), or 'annotation' (the paper's annotation "
                    "network, after 'motionprop download annotation')")
     p.add_argument("--config", help="config of an original-format checkpoint (its config.yaml or a preset name)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ..., or auto (CUDA if present)")
     p.add_argument("--working-size", type=int, metavar="PX",
                    help="short side the network sees, rounded to its stride (default: the checkpoint's "
                    "data.short_size, the scale its training images had)")
@@ -166,19 +166,14 @@ def _check_model_inputs(args: argparse.Namespace) -> None:
 
     from ..errors import InputError
     from ..hub import resolve_checkpoint
+    from ..train.distributed import check_device
 
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     if not Path(args.checkpoint).exists():
         raise InputError(f"checkpoint not found: {args.checkpoint}")
     if args.working_size is not None and args.working_size < 8:
         raise InputError(f"--working-size must be at least 8, got {args.working_size}")
-    import torch
-
-    from ..train.distributed import parse_device
-
-    device = parse_device(args.device, accepted="e.g. cpu, cuda, cuda:1")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {args.device}: no CUDA GPU is available here")
+    args.device = str(check_device(args.device))
 
 
 def _input_paths(args: argparse.Namespace) -> list[tuple[str, Any]]:

@@ -105,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..models.factory import resolve_config
     from ..train.distributed import cleanup_distributed
-    from ..train.trainer import TrainOptions, train
+    from ..train.trainer import TrainOptions, format_epe, train
 
     if args.config:
         cfg = resolve_config(args.config)
@@ -131,10 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not result.is_main:
         return 0
     if result.val:
-        m = result.val
-        fill = f"its fill alone {m['epe_fill']:.3f}, " if "epe_fill" in m else ""
-        print(f"final validation: EPE {m['epe']:.3f} px ({fill}nearest fill {m['epe_nearest']:.3f}, "
-              f"IDW {m['epe_idw']:.3f}) on {m['samples']} pairs")
+        print(f"final validation on {result.val['samples']} pairs: {format_epe(result.val)}")
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
     return 0
@@ -150,10 +147,10 @@ def _check_time_limit(minutes: float | None) -> None:
 
 
 def _check_device(name: str) -> None:
-    from ..train.distributed import parse_device
+    """Stop before any long work (data preparation, loading) if ``--device`` cannot be used here."""
+    from ..train.distributed import check_device
 
-    if name != "auto":
-        parse_device(name)
+    check_device(name)
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
@@ -177,14 +174,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..fileio import atomic_path
     from ..hub import resolve_checkpoint
     from ..train.evaluate import evaluate
+    from ..train.trainer import format_epe
 
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     _check_device(args.device)
     m = evaluate(args.checkpoint, args.lists, args.overrides, device=args.device, workers=args.workers,
                  batch_size=args.batch_size, config=args.config, progress=True)
-    fill = f" (its fill alone {m['epe_fill']:.3f})" if "epe_fill" in m else ""
-    print(f"end-point error on {m['samples']} pairs (px): CMP {m['epe']:.3f}{fill}, "
-          f"nearest fill {m['epe_nearest']:.3f}, IDW {m['epe_idw']:.3f}; loss {m['loss']:.4f}")
+    print(f"evaluated on {m['samples']} pairs: {format_epe(m)}; loss {m['loss']:.4f}")
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({"checkpoint": str(args.checkpoint), "lists": args.lists,

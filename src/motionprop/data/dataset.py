@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import DataConfig
+from ..config import CAMERA_FOLLOW, DataConfig
 from ..errors import FlowFileError, InputError
 from .flow_io import read_flow_jpg, read_flow_with_valid
 from .guidance import make_sparse_input, sample_guidance, sample_guidance_any_density
@@ -235,6 +235,23 @@ def add_camera_motion(flow: np.ndarray, rng: np.random.Generator, shift: float) 
     return np.stack([moved_x - xs, moved_y - ys], axis=-1).astype(np.float32)
 
 
+def follow_subject(flow: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The flow of the same scene seen by a camera that followed the moving subject, as in most user video.
+
+    The subject is the pixels whose motion is large (over 1 px and over half the 95th percentile
+    of the motion); the camera translates by a fraction ``alpha`` ~ U(0.5, 1) of their median
+    motion, so the subject keeps nearly still and the scenery moves against it. A flow with no
+    motion over 1 px is returned as it was. Exact for the image the network sees (a translation
+    after the motion), like :func:`add_camera_motion`.
+    """
+    magnitude = np.hypot(flow[..., 0], flow[..., 1])
+    if magnitude.max() <= 1.0:
+        return flow
+    subject = magnitude > max(1.0, 0.5 * float(np.quantile(magnitude, 0.95)))
+    shift = np.float32(rng.uniform(0.5, 1.0)) * np.median(flow[subject], axis=0).astype(np.float32)
+    return (flow - shift).astype(np.float32)
+
+
 class ImageFlowDataset(Dataset):
     """Samples for CMP training from one or more list files.
 
@@ -301,7 +318,10 @@ class ImageFlowDataset(Dataset):
                 image1, image2, flow, valid = (a[:, ::-1] for a in (image1, image2, flow, valid))
                 flow = flow * np.float32([-1, 1])
             flow = augment_flow(flow, rng, cfg.flow_reverse, cfg.flow_scale, cfg.flow_rotate)
-            if cfg.camera_motion > 0 and rng.random() < cfg.camera_prob:
+            if cfg.camera_motion == CAMERA_FOLLOW:
+                if rng.random() < cfg.camera_prob:
+                    flow = follow_subject(flow, rng)
+            elif cfg.camera_motion > 0 and rng.random() < cfg.camera_prob:
                 flow = add_camera_motion(flow, rng, cfg.camera_motion)
         flow = np.ascontiguousarray(flow, dtype=np.float32)
         guided = np.where(valid[..., None], flow, np.nan).astype(np.float32) if not valid.all() else flow

@@ -297,6 +297,17 @@ class CMP(nn.Module):
             flow = blend_guidance(flow, sparse, self.guidance_radius, fill)
         return flow
 
+    def flow_and_fill(self, output: torch.Tensor, size: tuple[int, int], sparse: torch.Tensor,
+                      cost: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw output -> (flow, fill) at ``size``: :meth:`output_to_flow`, and for a residual model the
+        :meth:`residual_fill` its network corrects (else None), computed once for both.
+
+        For callers that score the fill alone beside the flow (validation, benchmarks): the
+        difference is what the network adds. ``cost`` is the image's :meth:`guidance_cost`.
+        """
+        fill = self.residual_fill(sparse, cost) if self.residual else None
+        return self.output_to_flow(output, size, sparse, fill=fill, cost=cost), fill
+
     def output_to_confidence(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Raw output -> confidence (B,1,H,W) in [0, 1] at ``size`` (discrete models only)."""
         if self.bins is None:

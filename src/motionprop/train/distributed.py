@@ -42,16 +42,23 @@ def parse_device(name: str, accepted: str = "auto, cpu, cuda, cuda:1, ...") -> t
         raise InputError(f"--device {name!r} is not a torch device ({accepted})") from None
 
 
-def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: this process's GPU when CUDA is there, else the CPU; or exactly what was asked."""
+def check_device(name: str, accepted: str = "auto, cpu, cuda, cuda:1, ...") -> torch.device:
+    """``--device name`` as a torch device, ``auto`` as CUDA when present, else the CPU; an :class:`InputError`
+    naming it if it is malformed or asks for CUDA where there is none. Cheap: commands call it before long work."""
     from ..errors import InputError
 
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = parse_device(requested)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = parse_device(name, accepted)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name} was asked for, but this torch build or machine has no CUDA")
+    return device
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: this process's GPU when CUDA is there, else the CPU; or exactly what was asked."""
+    device = check_device(requested)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for, but this torch build or machine has no CUDA")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -314,9 +314,8 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
         with autocast_context(cfg, info.device):
             output = net(batch["image"], batch["sparse"])
         target, valid, sparse = batch["flow"], batch["valid"], batch["sparse"]
-        # once for the flow and the loss
-        fill = model.residual_fill(sparse, model.guidance_cost(batch["image"])) if model.residual else None
-        flow = model.output_to_flow(output.float(), target.shape[-2:], sparse, fill)
+        cost = model.guidance_cost(batch["image"]) if model.residual else None
+        flow, fill = model.flow_and_fill(output.float(), target.shape[-2:], sparse, cost)
         n = target.shape[0]
         sums[0] += compute_loss(loss_fn, output, model.training_target(target, sparse, fill), "full").item() * n
         sums[1] += end_point_error(flow, target, valid).sum().item()
@@ -705,10 +704,14 @@ def _log_train(log: MetricsLog, iteration: int, lr: float, window: dict[str, flo
     window["n"] = 0
 
 
-def _val_line(iteration: int, m: dict[str, float]) -> str:
+def format_epe(m: dict[str, float]) -> str:
+    """The end-point errors of :func:`validate`'s metrics on one line, the same in the log, ``train`` and ``evaluate``."""
     fill = f"its fill alone {m['epe_fill']:.3f}, " if "epe_fill" in m else ""
-    return (f"val @ {iteration}: loss {m['loss']:.4f}  EPE {m['epe']:.3f} px  "
-            f"({fill}nearest {m['epe_nearest']:.3f}, IDW {m['epe_idw']:.3f})")
+    return f"EPE {m['epe']:.3f} px ({fill}nearest fill {m['epe_nearest']:.3f}, IDW {m['epe_idw']:.3f})"
+
+
+def _val_line(iteration: int, m: dict[str, float]) -> str:
+    return f"val @ {iteration}: loss {m['loss']:.4f}  {format_epe(m)}"
 
 
 def _progress(opts: TrainOptions, info: DistInfo, start: int, total: int) -> Any:
