@@ -14,7 +14,9 @@ from PIL import Image
 
 from motionprop.cli import main
 from motionprop.errors import CheckpointError, InputError
-from motionprop.evaluation.benchmark import TransferSettings, average_seeds, run_transfer, working_size
+from motionprop.evaluation import benchmark as benchmark_module
+from motionprop.evaluation.benchmark import (TransferSettings, average_seeds, extract_features, run_transfer,
+                                             working_size)
 from motionprop.evaluation.davis import foreground, list_clips, read_mask, read_masks
 from motionprop.evaluation.encoders import (a_trous_pool2, load_encoder_file, parse_encoder, random_encoder,
                                             stride8_features)
@@ -554,7 +556,9 @@ def test_runs_are_kept_and_reused_only_for_the_same_clips_settings_and_weights(d
                  dataclasses.replace(settings, short_side=40), cache_dir=cache)
     run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:0"], ["alpha", "beta"],
                  dataclasses.replace(settings, features="previous"), cache_dir=cache)
-    assert computed == ["resnet18_l3:0"] * 3
+    run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:0"], ["alpha", "beta"],
+                 dataclasses.replace(settings, precision="bf16"), cache_dir=cache)
+    assert computed == ["resnet18_l3:0"] * 4
     computed.clear()                                              # the seeds asked for do not matter
     run_transfer(davis2017, tmp_path / "c", ["random:resnet18_l3:1"], ["alpha", "beta"],
                  dataclasses.replace(settings, random_seeds=(5,)), cache_dir=cache)
@@ -670,6 +674,23 @@ def test_the_layer_read_is_recorded_in_results_and_table(davis2017, tmp_path):
     assert [runs[w]["settings"]["features"] for w in runs] == ["last", "previous"]
     assert [runs[w]["encoders"][0]["features"] for w in runs] == ["layer4", "layer3"]
     assert "| layer3 |" in (tmp_path / "previous" / "results.md").read_text()
+
+
+def test_bf16_features_are_close_to_float32_and_the_precision_is_recorded(davis2017, tmp_path, monkeypatch):
+    frames = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    encoder = random_encoder("resnet18", seed=0)
+    exact = normalize_features(extract_features(encoder, frames, 2))
+    fast = normalize_features(extract_features(encoder, frames, 2, precision="bf16"))
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)        # bf16 did run ...
+    assert (fast * exact).sum(dim=1).min() > 0.98                              # ... and kept the directions
+    settings = TransferSettings(tasks=("propagation",), short_side=32, random_baseline=False, pictures_per_clip=0,
+                                precision="auto")
+    monkeypatch.setattr(benchmark_module, "resolve_precision", lambda precision, device: "bf16")
+    result = run_transfer(davis2017, tmp_path / "auto", ["random:resnet18:0"], ["alpha"], settings)
+    assert result["settings"]["precision"] == "bf16"                           # auto is recorded as what it ran
+    assert "stride 8 (bf16 autocast)." in (tmp_path / "auto" / "results.md").read_text()
+    with pytest.raises(InputError, match="--precision fp64"):
+        dataclasses.replace(settings, precision="fp64").validate()
 
 
 def test_probe_folds_group_clips_round_robin():

@@ -78,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto",
                    help="where features and label propagation run: auto (default: CUDA if present), cpu, cuda, "
                         "cuda:1, ...; the probe runs on the CPU")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="the encoders' forward pass: fp32 (default, the numbers in docs/transfer.md), bf16 autocast "
+                        "(about half the feature time on CPUs with native bf16 and on GPUs; scores move a little, "
+                        "docs/transfer.md 'Cost'), or auto (bf16 where native); label propagation and the probe "
+                        "stay float32")
     p.add_argument("--batch-size", type=int, default=4, help="frames per encoder forward pass (default: 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_transfer_command)
@@ -112,6 +117,7 @@ def run_transfer_command(args: argparse.Namespace) -> int:
         pictures_per_clip=args.pictures,
         batch_size=args.batch_size,
         features=args.features,
+        precision=args.precision,
     )
     clips = [c for c in args.clips.split(",") if c] if args.clips else None
     if args.cache and args.no_cache:

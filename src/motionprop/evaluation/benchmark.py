@@ -17,7 +17,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,6 +28,7 @@ import torch
 from ..data.dataset import read_image_rgb
 from ..errors import InputError
 from ..fileio import atomic_path
+from ..precision import autocast, resolve as resolve_precision
 from .cache import CacheEntryError, RunCache
 from .davis import Clip, foreground, list_clips, read_masks
 from .encoders import (DEFAULT_RANDOM_SEEDS, FEATURE_LAYERS, FEATURE_STRIDE, RANDOM_PREFIX, EncoderSpec, FrozenEncoder,
@@ -37,6 +38,7 @@ from .probe import ProbeConfig, cell_targets, predict_foreground, probe_folds, s
 from .propagation import PropagationConfig, labels_at, propagate_clip
 
 TASKS = ("propagation", "probe")
+FEATURE_PRECISIONS = ("fp32", "bf16", "auto")
 COPY_FIRST_FRAME = "copy-first-frame"
 
 
@@ -54,6 +56,9 @@ class TransferSettings:
     batch_size: int = 4
     features: str = "last"
     """The layer read from every encoder: ``last`` (ResNet layer4 or layer3 for ``_l3``, AlexNet conv5) or ``previous``."""
+    precision: str = "fp32"
+    """The encoders' forward pass: ``fp32``, ``bf16`` autocast (labels and the probe stay float32), or ``auto``
+    (bf16 where it is native on the device; made concrete when the run starts)."""
 
     def validate(self) -> "TransferSettings":
         for task in self.tasks:
@@ -68,6 +73,8 @@ class TransferSettings:
             raise InputError(f"--probe-folds {self.probe.folds}: use 0 (leave-one-clip-out) or 2 or more")
         if self.features not in FEATURE_LAYERS:
             raise InputError(f"--features {self.features}: choose one of {', '.join(FEATURE_LAYERS)}")
+        if self.precision not in FEATURE_PRECISIONS:
+            raise InputError(f"--precision {self.precision}: choose one of {', '.join(FEATURE_PRECISIONS)}")
         return self
 
 
@@ -110,14 +117,14 @@ def load_clip(clip: Clip, short_side: int) -> ClipData:
 
 def extract_features(encoder: FrozenEncoder, frames: np.ndarray, batch_size: int,
                      on_batch: Callable[[int], None] = lambda n: None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+                     device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
     """Frames (T, H, W, 3) uint8 -> features (T, C, H/8, W/8) float32 of the frozen encoder, on ``device`` (where
-    the encoder is moved to run)."""
+    the encoder is moved to run); ``precision`` ``bf16`` runs its convolutions under bf16 autocast."""
     module = encoder.features.to(device)
     mean = torch.tensor(encoder.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std, device=device).view(1, 3, 1, 1)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for start in range(0, len(frames), batch_size):
             batch = torch.from_numpy(frames[start:start + batch_size]).to(device).permute(0, 3, 1, 2).float()
             out.append(module((batch - mean) / std).float())
@@ -185,7 +192,7 @@ def run_encoder(encoder: FrozenEncoder, data: list[ClipData], settings: Transfer
     pics = {task: {} for task in settings.tasks}
     for item in data:
         with clock.measure("features"):
-            feats = extract_features(encoder, item.frames, settings.batch_size, progress, device)
+            feats = extract_features(encoder, item.frames, settings.batch_size, progress, device, settings.precision)
         picks = picture_frames(len(item.labels), settings.pictures_per_clip)
         if "propagation" in settings.tasks:
             with clock.measure("propagation"):
@@ -309,6 +316,8 @@ def _run_transfer(davis_root: str | Path, out_dir: str | Path, encoder_args: lis
     from .report import results_markdown, write_pictures
 
     settings = (settings or TransferSettings()).validate()
+    if settings.precision == "auto":
+        settings = replace(settings, precision="bf16" if resolve_precision("auto", device) == "bf16" else "fp32")
     if not encoder_args:
         raise InputError("give at least one ENCODER (a checkpoint, an encoder file or random:ARCH[:SEEDS])")
     out_dir = Path(out_dir)
@@ -435,6 +444,7 @@ def _settings_dict(settings: TransferSettings, root: str | Path, data: list[Clip
         "short_side": settings.short_side,
         "feature_stride": FEATURE_STRIDE,
         "features": settings.features,
+        "precision": settings.precision,
         "propagation": asdict(settings.propagation),
         "probe": asdict(settings.probe),
         "random_seeds": list(settings.random_seeds),

@@ -44,7 +44,7 @@ def results_markdown(results: dict) -> str:
     p = s["propagation"]
     lines = ["# Transfer results", "",
              f"DAVIS folder `{s['davis']}`, {len(s['clips'])} clips, short side {s['short_side']} px, features at "
-             f"stride {s['feature_stride']}. Propagation: first frame + {p['context_frames']} previous, top-{p['topk']}, "
+             f"stride {s['feature_stride']}{' (bf16 autocast)' if s.get('precision') == 'bf16' else ''}. Propagation: first frame + {p['context_frames']} previous, top-{p['topk']}, "
              f"radius {p['radius']} cells, temperature {p['temperature']}. J, F and J&F in % "
              f"({s['metrics']}). Random init rows: mean over their seeds (± std over seeds of J&F).", ""]
     header = "| encoder | features |"
