@@ -48,6 +48,7 @@ lie within 1 px of the median (headroom, not methods).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -278,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="what weights each point's vector in the dominant motion (model.geodesic_prior_weights): "
                              "border (its cell's pixels on the image border), area (the whole cell), connectivity "
                              "(border pixels / sqrt(area)); default: border")
+    parser.add_argument("--prior-powers", default="4", metavar="P[,P...]",
+                        help="IDW powers of the --prior fills (default: 4, the model's); other powers are named "
+                             "'power P'")
     parser.add_argument("--prior-oracle", action="store_true",
                         help="with --prior, also the same fills given the true flow's median as the dominant motion "
                              "(headroom)")
@@ -295,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     feature_sigmas = _numbers(args.feature_sigma, "--feature-sigma")
     ridges = _numbers(args.affine, "--affine")
     priors = _numbers(args.prior, "--prior")
+    powers = _numbers(args.prior_powers, "--prior-powers")
+    if not powers or any(not power > 0 for power in powers):
+        sys.exit(f"bench_fills: --prior-powers must be positive numbers, got {args.prior_powers!r}")
     if any(not ridge > 0 for ridge in ridges):  # ridge 0 leaves the fit singular with fewer than 3 points
         sys.exit(f"bench_fills: --affine ridges must be positive, got {args.affine!r}")
     shares = [t.strip() for t in args.prior_shares.split(",") if t.strip()]
@@ -334,9 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 best = best[None]
                 near.append((within, points))
             for prior in priors:
-                for share in shares:
-                    name = f"geodesic {weights[0]:g} prior {prior:g}" + ("" if share == "border" else f" {share}")
-                    fills[name] = geodesic_idw(sparse[None], costs[weights[0]], power=4.0, prior_distance=prior,
+                for share, power in itertools.product(shares, powers):
+                    name = (f"geodesic {weights[0]:g} prior {prior:g}" + ("" if share == "border" else f" {share}")
+                            + ("" if power == 4 else f" power {power:g}"))
+                    fills[name] = geodesic_idw(sparse[None], costs[weights[0]], power=power, prior_distance=prior,
                                                prior_weights=share)[0]
                 if median is not None:
                     fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = geodesic_idw(

@@ -38,6 +38,15 @@ def test_bench_boundaries_names_a_backbone_that_cannot_be_read(load_benchmark, t
     assert "--backbone" in error and "no_such_run" in error and "Traceback" not in error
 
 
+@pytest.mark.parametrize("powers", ["0", "4,x", ""])
+def test_bench_fills_refuses_prior_powers_that_are_not_positive_numbers(load_benchmark, tmp_path, powers):
+    bench = load_benchmark("bench_fills")
+    with pytest.raises(SystemExit) as stop:   # before any pair is read
+        bench.main(["--davis", str(tmp_path / "nowhere"), "--prior", "80", "--prior-powers", powers])
+    assert "--prior-powers" in str(stop.value.code)
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_bench_real_motion_set_changes_model_options_and_refuses_the_rest(load_benchmark, tmp_path, capsys):
     import motionprop
     from motionprop.models import create_model
