@@ -42,9 +42,10 @@ def results_markdown(results: dict) -> str:
     tasks = results["settings"]["tasks"]
     s = results["settings"]
     p = s["propagation"]
+    bf16 = " (bf16 autocast)" if s.get("precision") == "bf16" else ""
     lines = ["# Transfer results", "",
              f"DAVIS folder `{s['davis']}`, {len(s['clips'])} clips, short side {s['short_side']} px, features at "
-             f"stride {s['feature_stride']}{' (bf16 autocast)' if s.get('precision') == 'bf16' else ''}. Propagation: first frame + {p['context_frames']} previous, top-{p['topk']}, "
+             f"stride {s['feature_stride']}{bf16}. Propagation: first frame + {p['context_frames']} previous, top-{p['topk']}, "
              f"radius {p['radius']} cells, temperature {p['temperature']}. J, F and J&F in % "
              f"({s['metrics']}). Random init rows: mean over their seeds (± std over seeds of J&F).", ""]
     header = "| encoder | features |"
