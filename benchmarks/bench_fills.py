@@ -240,6 +240,39 @@ def guided_vector_nearest(sparse: torch.Tensor, motion: torch.Tensor, within: fl
     return vectors[:, off.argmin()], int((off < within).sum())
 
 
+def contrast_dominant_motions(image: np.ndarray, sparse: torch.Tensor, distances: torch.Tensor,
+                              sigmas: Sequence[float]) -> dict[float, torch.Tensor]:
+    """The dominant motion (2,) per sigma, with each point's boundary-connectivity share also weighted by its colour
+    contrast to the scenery, ``exp(-c^2 / (2 sigma^2))`` (the foreground half of Zhu et al.'s saliency).
+
+    ``image`` (H, W, 3) uint8 RGB; ``distances`` (K, H, W) the points' geodesic distances
+    (:func:`geodesic_point_distances`), whose nearest point makes each pixel's cell. ``c`` is the Lab distance
+    between a cell's mean colour and the scenery's, the cells' mean colours weighted by connectivity x area.
+    """
+    from motionprop.models.geodesic import _border_ring
+
+    gy, gx = torch.nonzero(sparse[2] > 0, as_tuple=True)
+    height, width = sparse.shape[-2:]
+    owner = distances.flatten(1).argmin(dim=0)
+    count = gy.numel()
+    area = torch.bincount(owner, minlength=count).float()
+    border = torch.bincount(owner[_border_ring(height, width, sparse.device)], minlength=count).float()
+    connectivity = border / area.clamp_min(1.0).sqrt()
+    smooth = cv2.GaussianBlur(image.astype(np.float32) / 255, (0, 0), 2)
+    lab = torch.from_numpy(cv2.cvtColor(smooth, cv2.COLOR_RGB2LAB).reshape(-1, 3))
+    cell_colour = torch.zeros(count, 3).index_add_(0, owner, lab) / area.clamp_min(1.0)[:, None]
+    scenery_weight = connectivity * area
+    scenery = (cell_colour * scenery_weight[:, None]).sum(dim=0) / scenery_weight.sum().clamp_min(1e-9)
+    contrast = (cell_colour - scenery).norm(dim=1)
+    vectors = sparse[:2, gy, gx].float()
+    motions = {}
+    for sigma in sigmas:
+        share = connectivity * torch.exp(-contrast.square() / (2 * sigma ** 2))
+        share = share if share.sum() > 0 else connectivity
+        motions[sigma] = vectors @ (share / share.sum())
+    return motions
+
+
 def _numbers(text: str, flag: str) -> list[float]:
     """'1,2.5' -> [1.0, 2.5] ('' -> []), or exit naming the flag."""
     try:
@@ -282,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior-powers", default="4", metavar="P[,P...]",
                         help="IDW powers of the --prior fills (default: 4, the model's); other powers are named "
                              "'power P'")
+    parser.add_argument("--prior-contrast", default="", metavar="S[,S...]",
+                        help="with --prior, also fills whose dominant motion weights each point's boundary "
+                             "connectivity by its cell's Lab colour contrast to the scenery, exp(-c^2 / 2 S^2)")
     parser.add_argument("--prior-oracle", action="store_true",
                         help="with --prior, also the same fills given the true flow's median as the dominant motion "
                              "(headroom)")
@@ -300,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     ridges = _numbers(args.affine, "--affine")
     priors = _numbers(args.prior, "--prior")
     powers = _numbers(args.prior_powers, "--prior-powers")
+    contrasts = _numbers(args.prior_contrast, "--prior-contrast")
+    if any(not sigma > 0 for sigma in contrasts):
+        sys.exit(f"bench_fills: --prior-contrast sigmas must be positive, got {args.prior_contrast!r}")
+    if contrasts and not priors:
+        sys.exit("bench_fills: --prior-contrast needs --prior")
     if not powers or any(not power > 0 for power in powers):
         sys.exit(f"bench_fills: --prior-powers must be positive numbers, got {args.prior_powers!r}")
     if any(not ridge > 0 for ridge in ridges):  # ridge 0 leaves the fit singular with fewer than 3 points
@@ -322,14 +363,16 @@ def main(argv: list[str] | None = None) -> int:
             feature_maps = {text: feature_map(encoder, pair["image"]) for text, encoder in encoders.items()}
             fills, _ = image_fills(pair["image"], sparse, radii, weights, sigmas, feature_maps, feature_sigmas)
             points = int((sparse[2] > 0).sum())
-            needed = []  # geodesic weights whose distance maps the affine and LOO fills use, each computed once
+            needed = []  # geodesic weights whose distance maps the affine, LOO and contrast fills use, computed once
             if args.loo and points >= 2:
                 needed = weights
-            elif ridges and points:
+            elif (ridges or contrasts) and points:
                 needed = weights[:1]
             rgb = torch.from_numpy(pair["image"]).permute(2, 0, 1)[None].float() / 255
             costs = {w: edge_cost(rgb, w) for w in set(needed) | set(weights[:1] if priors else [])}
             point_distances = {w: geodesic_point_distances(sparse[None], costs[w])[0][2] for w in needed}
+            contrast_motions = (contrast_dominant_motions(pair["image"], sparse, point_distances[weights[0]],
+                                                          contrasts) if contrasts and points else {})
             if ridges and points:
                 for ridge in ridges:
                     fills[f"affine {weights[0]:g} ridge {ridge:g}"] = local_affine_fill(
@@ -346,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
                             + ("" if power == 4 else f" power {power:g}"))
                     fills[name] = geodesic_idw(sparse[None], costs[weights[0]], power=power, prior_distance=prior,
                                                prior_weights=share)[0]
+                for sigma in contrasts:
+                    fills[f"geodesic {weights[0]:g} prior {prior:g} connectivity x contrast {sigma:g}"] = (
+                        geodesic_idw(sparse[None], costs[weights[0]], power=4.0, prior_distance=prior,
+                                     dominant=contrast_motions[sigma][None])[0] if points else fills["IDW-4"])
                 if median is not None:
                     fills[f"geodesic {weights[0]:g} prior {prior:g}, true median"] = geodesic_idw(
                         sparse[None], costs[weights[0]], power=4.0, prior_distance=prior, dominant=median)[0]

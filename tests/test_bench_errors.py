@@ -47,6 +47,14 @@ def test_bench_fills_refuses_prior_powers_that_are_not_positive_numbers(load_ben
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.parametrize("args", [["--prior", "80", "--prior-contrast", "-5"], ["--prior-contrast", "20"]])
+def test_bench_fills_refuses_contrast_sigmas_that_are_not_positive_or_without_a_prior(load_benchmark, tmp_path, args):
+    bench = load_benchmark("bench_fills")
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--davis", str(tmp_path / "nowhere"), *args])
+    assert "--prior-contrast" in str(stop.value.code)
+
+
 def test_bench_real_motion_set_changes_model_options_and_refuses_the_rest(load_benchmark, tmp_path, capsys):
     import motionprop
     from motionprop.models import create_model

@@ -311,6 +311,27 @@ def test_bench_fills_guided_vector_nearest_a_motion(load_benchmark):
     assert within == 2          # (0.5, 0.2) and (0, -0.6) lie within 1 px of (0.4, 0)
 
 
+def test_bench_fills_contrast_prior_turns_the_dominant_motion_away_from_an_object_of_another_colour(load_benchmark):
+    bench = load_benchmark("bench_fills")
+    image = np.full((40, 60, 3), 90, np.uint8)
+    image[10:30, 0:24] = (220, 30, 30)                  # a red object reaching in from the left edge
+    sparse = torch.zeros(4, 40, 60)
+    for (y, x), vector in (((20, 8), (6.0, 0.0)), ((5, 45), (0.0, 1.0)), ((34, 50), (0.0, 1.0))):
+        sparse[:, y, x] = torch.tensor([*vector, 1.0, 1.0])
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    _, _, distances = geodesic_point_distances(sparse[None], edge_cost(rgb, 40.0))[0]
+    motions = bench.contrast_dominant_motions(image, sparse, distances, [1e6, 40.0, 5.0])
+    # a huge sigma is the shipped rule (connectivity shares; a prior 1e-3 px away is all an unguided pixel hears),
+    # in which the object's point has a say
+    shipped = geodesic_idw(sparse[None], edge_cost(rgb, 40.0), power=4.0, prior_distance=1e-3,
+                           prior_weights="connectivity")[0, :, 0, 30]
+    torch.testing.assert_close(motions[1e6], shipped, atol=1e-4, rtol=0)
+    assert motions[1e6][0] > 0.5
+    # the smaller sigma, the less the red object's point counts: the motion turns to the grey scenery's
+    assert motions[1e6][0] > motions[40.0][0] > motions[5.0][0]
+    torch.testing.assert_close(motions[5.0], torch.tensor([0.0, 1.0]), atol=1e-3, rtol=0)
+
+
 def test_bench_fills_leave_one_out_predicts_each_point_as_the_fill_without_it(load_benchmark):
     bench = load_benchmark("bench_fills")
     image = _striped_image(40, 56)
