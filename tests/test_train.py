@@ -69,6 +69,31 @@ def test_short_run_writes_metrics_checkpoints_and_images(tiny_data, tmp_path):
     assert motionprop.load_config(tmp_path / "run" / "config.yaml").model == cfg.model
 
 
+def test_image_encoder_lr_mult_scales_the_image_encoders_steps_only(tiny_data, tmp_path):
+    """With SGD and no momentum or decay a step is -lr x grad: the encoder's moves x mult, the rest's not at all."""
+    from motionprop.train.trainer import build_optimizer, set_learning_rate
+
+    base = tiny_config(tiny_data, "train.momentum=0", "train.weight_decay=0")
+    moves = {}
+    for mult in (1.0, 0.25):
+        torch.manual_seed(0)
+        cfg = apply_overrides(base, [f"train.image_encoder_lr_mult={mult}"])
+        model = motionprop.create_model(cfg)
+        optimizer = build_optimizer(model, cfg)
+        assert len(optimizer.param_groups) == (1 if mult == 1 else 2)   # the paper's setting: one group, as before
+        set_learning_rate(optimizer, 0.02)
+        before = _params(model)
+        sum(p.square().sum() for p in model.parameters()).backward()  # grad = 2 p: the same for both runs
+        optimizer.step()
+        moves[mult] = {k: v - before[k] for k, v in _params(model).items()}
+    encoder = {f"image_encoder.{k}" for k, _ in motionprop.create_model(base).image_encoder.named_parameters()}
+    assert encoder and set(moves[1.0]) - encoder
+    for name, move in moves[1.0].items():
+        torch.testing.assert_close(moves[0.25][name], move * (0.25 if name in encoder else 1.0), rtol=1e-5, atol=1e-9)
+    with pytest.raises(motionprop.ConfigError, match="train.image_encoder_lr_mult"):
+        apply_overrides(base, ["train.image_encoder_lr_mult=0"])
+
+
 def test_run_folder_is_not_overwritten_without_force(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, "train.total_iter=1")
     (tmp_path / "run").mkdir()

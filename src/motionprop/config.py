@@ -269,6 +269,7 @@ class TrainConfig:
     num_val_images: int = 4
     init: str = "original"
     image_encoder_init: str = ""  # a trained encoder file/folder to start the image encoder from (encoder_init.py)
+    image_encoder_lr_mult: float = 1.0  # the image encoder learns at this x train.lr's schedule, the rest at 1x
 
     def validate(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
@@ -288,6 +289,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.total_iter < 1:
             raise ConfigError(f"train.total_iter must be positive, got {self.total_iter}")
+        if not (_is_number(self.image_encoder_lr_mult) and 0 < self.image_encoder_lr_mult < math.inf):
+            raise ConfigError(f"train.image_encoder_lr_mult must be a positive number, got {self.image_encoder_lr_mult!r}")
         for name in ("lr", "momentum", "weight_decay", "beta1", "grad_clip"):
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value >= 0):

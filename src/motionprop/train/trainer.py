@@ -182,10 +182,23 @@ def build_model(cfg: Config, info: DistInfo) -> tuple[CMP, nn.Module]:
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """SGD or Adam over the model; with ``train.image_encoder_lr_mult`` != 1 the image encoder is a parameter group
+    of its own whose ``lr_mult`` scales the schedule's rate (:func:`set_learning_rate`)."""
     t = cfg.train
+    params: Any = model.parameters()
+    if t.image_encoder_lr_mult != 1:
+        encoder = {id(p) for p in model.image_encoder.parameters()}
+        params = [{"params": list(model.image_encoder.parameters()), "lr_mult": t.image_encoder_lr_mult},
+                  {"params": [p for p in model.parameters() if id(p) not in encoder], "lr_mult": 1.0}]
     if t.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, 0.999), weight_decay=t.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, 0.999), weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's rate ``lr`` on every parameter group, times the group's ``lr_mult`` if it has one."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
 def _loader_options(cfg: Config, info: DistInfo) -> dict[str, Any]:
@@ -557,8 +570,7 @@ def _loop(cfg: Config, opts: TrainOptions, info: DistInfo, model: CMP, net: nn.M
     with StopRequest() as stop:
         while iteration < t.total_iter:
             lr = learning_rate(iteration, t)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_learning_rate(optimizer, lr)
             tick = time.monotonic()
             try:
                 loss_value, data_time = _train_step(cfg, info, net, optimizer, scaler, loss_fn, batches)
