@@ -104,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..config import apply_overrides, load_config
     from ..errors import InputError
     from ..models.factory import resolve_config
-    from ..train.distributed import cleanup_distributed
+    from ..train.distributed import check_device, cleanup_distributed
     from ..train.trainer import TrainOptions, format_epe, train
 
     if args.config:
@@ -116,7 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume and args.force:
         raise InputError("--resume and --force contradict each other: choose one")
     _check_time_limit(args.time_limit)
-    _check_device(args.device)
+    check_device(args.device)   # before any long work
     cfg = apply_overrides(cfg, args.overrides)
     if not cfg.data.train_source:
         raise InputError("data.train_source is empty: give list files in the config or as an override, "
@@ -146,13 +146,6 @@ def _check_time_limit(minutes: float | None) -> None:
         raise InputError(f"--time-limit must be a positive number of minutes, got {minutes}")
 
 
-def _check_device(name: str) -> None:
-    """Stop before any long work (data preparation, loading) if ``--device`` cannot be used here."""
-    from ..train.distributed import check_device
-
-    check_device(name)
-
-
 def run_quickstart(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -173,11 +166,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from ..fileio import atomic_path
     from ..hub import resolve_checkpoint
+    from ..train.distributed import check_device
     from ..train.evaluate import evaluate
     from ..train.trainer import format_epe
 
     args.checkpoint = resolve_checkpoint(args.checkpoint)
-    _check_device(args.device)
+    check_device(args.device)   # before any long work
     m = evaluate(args.checkpoint, args.lists, args.overrides, device=args.device, workers=args.workers,
                  batch_size=args.batch_size, config=args.config, progress=True)
     print(f"evaluated on {m['samples']} pairs: {format_epe(m)}; loss {m['loss']:.4f}")

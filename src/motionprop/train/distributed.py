@@ -32,24 +32,17 @@ class DistInfo:
         return self.world_size > 1
 
 
-def parse_device(name: str, accepted: str = "auto, cpu, cuda, cuda:1, ...") -> torch.device:
-    """``torch.device(name)``, or an :class:`InputError` naming ``--device`` and what is ``accepted``."""
-    from ..errors import InputError
-
-    try:
-        return torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {name!r} is not a torch device ({accepted})") from None
-
-
-def check_device(name: str, accepted: str = "auto, cpu, cuda, cuda:1, ...") -> torch.device:
+def check_device(name: str) -> torch.device:
     """``--device name`` as a torch device, ``auto`` as CUDA when present, else the CPU; an :class:`InputError`
     naming it if it is malformed or asks for CUDA where there is none. Cheap: commands call it before long work."""
     from ..errors import InputError
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = parse_device(name, accepted)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name} was asked for, but this torch build or machine has no CUDA")
     return device

@@ -327,8 +327,7 @@ def validate(model: CMP, net: nn.Module, loader: DataLoader, cfg: Config, info: 
         with autocast_context(cfg, info.device):
             output = net(batch["image"], batch["sparse"])
         target, valid, sparse = batch["flow"], batch["valid"], batch["sparse"]
-        cost = model.guidance_cost(batch["image"]) if model.residual else None
-        flow, fill = model.flow_and_fill(output.float(), target.shape[-2:], sparse, cost)
+        flow, fill = model.flow_and_fill(output.float(), target.shape[-2:], sparse, model.guidance_cost(batch["image"]))
         n = target.shape[0]
         sums[0] += compute_loss(loss_fn, output, model.training_target(target, sparse, fill), "full").item() * n
         sums[1] += end_point_error(flow, target, valid).sum().item()
