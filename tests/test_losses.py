@@ -142,3 +142,52 @@ def test_fused_loss_is_what_the_trainer_builds_by_default():
     assert not isinstance(build_flow_loss(ModelConfig()), FusedDiscreteLoss)
     with pytest.raises(Exception, match="loss_impl"):
         TrainConfig(loss_impl="fast").validate()
+
+
+def test_motion_weights_grow_with_motion_up_to_the_cap():
+    from motionprop.losses import motion_weights
+
+    flow = torch.zeros(1, 2, 1, 4)
+    flow[0, 0, 0] = torch.tensor([0.0, 10.0, 20.0, 60.0])   # still, half the cap, the cap, beyond it
+    weights = motion_weights(flow, 4.0)
+    assert weights.shape == (1, 1, 1, 4)
+    assert weights.flatten().tolist() == pytest.approx([1.0, 3.0, 5.0, 5.0])
+
+
+def test_weighted_regression_loss_is_the_weighted_mean_of_the_pixels():
+    loss = RegressionLoss("mse")
+    target = torch.zeros(1, 2, 1, 2)
+    flow = torch.tensor([[[[1.0, 3.0]], [[1.0, 3.0]]]])      # squared errors 1 and 9 in both components
+    assert loss(flow, target).item() == pytest.approx(5.0)
+    assert loss(flow, target, torch.ones(1, 1, 1, 2)).item() == pytest.approx(5.0)   # equal weights: the mean
+    assert loss(flow, target, torch.tensor([[[[3.0, 1.0]]]])).item() == pytest.approx((3 * 1 + 9) / 4)
+    assert loss(flow, target, torch.tensor([[[[0.0, 1.0]]]])).item() == pytest.approx(9.0)  # weight 0: left out
+
+
+def test_motion_weighted_training_loss_counts_moving_pixels_more():
+    """compute_loss weights by the pair's flow, not by the target (a residual model's target is not the flow)."""
+    from motionprop.train.trainer import compute_loss
+
+    loss_fn = RegressionLoss("smooth_l1")
+    output = torch.zeros(1, 2, 2, 2)
+    target = torch.zeros(1, 2, 4, 4)
+    target[:, :, :2, :2] = 0.5                       # the error sits in one output cell
+    still, moving = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    moving[:, 0, :2, :2] = 20.0                      # ... where the pair moves
+    plain = compute_loss(loss_fn, output, target, "output")
+    assert compute_loss(loss_fn, output, target, "output", still, 4.0).item() == pytest.approx(plain.item())
+    weighted = compute_loss(loss_fn, output, target, "output", moving, 4.0).item()
+    assert weighted == pytest.approx(5 * 0.125 / (5 + 3))     # that cell x 5, the three still cells x 1
+    assert weighted > plain.item()
+
+
+def test_motion_weight_is_refused_with_the_discrete_loss_or_below_zero():
+    import motionprop
+    from motionprop.config import apply_overrides
+
+    base = motionprop.Config(model=ModelConfig(flow_loss="smooth_l1"))
+    assert apply_overrides(base, ["train.motion_weight=4"]).train.motion_weight == 4
+    with pytest.raises(motionprop.ConfigError, match="train.motion_weight 4.0 needs a regression"):
+        apply_overrides(motionprop.Config(), ["train.motion_weight=4"])
+    with pytest.raises(motionprop.ConfigError, match="train.motion_weight must be"):
+        apply_overrides(base, ["train.motion_weight=-1"])

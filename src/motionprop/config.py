@@ -270,6 +270,7 @@ class TrainConfig:
     init: str = "original"
     image_encoder_init: str = ""  # a trained encoder file/folder to start the image encoder from (encoder_init.py)
     image_encoder_lr_mult: float = 1.0  # the image encoder learns at this x train.lr's schedule, the rest at 1x
+    motion_weight: float = 0.0  # each pixel's loss x (1 + this x min(|flow|, 20 px) / 20); 0: the plain mean
 
     def validate(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
@@ -291,7 +292,7 @@ class TrainConfig:
             raise ConfigError(f"train.total_iter must be positive, got {self.total_iter}")
         if not (_is_number(self.image_encoder_lr_mult) and 0 < self.image_encoder_lr_mult < math.inf):
             raise ConfigError(f"train.image_encoder_lr_mult must be a positive number, got {self.image_encoder_lr_mult!r}")
-        for name in ("lr", "momentum", "weight_decay", "beta1", "grad_clip"):
+        for name in ("lr", "momentum", "weight_decay", "beta1", "grad_clip", "motion_weight"):
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"train.{name} must be a finite number >= 0, got {value!r}")
@@ -319,6 +320,9 @@ class Config:
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        if self.train.motion_weight and self.model.flow_loss == "discrete":
+            raise ConfigError(f"train.motion_weight {self.train.motion_weight} needs a regression model.flow_loss "
+                              f"(smooth_l1 or mse), not discrete")
         return self
 
     def to_dict(self) -> dict[str, Any]:

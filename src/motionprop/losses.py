@@ -224,14 +224,34 @@ class FusedDiscreteLoss(DiscreteLoss):
 
 
 class RegressionLoss(nn.Module):
-    """SmoothL1 or MSE between upsampled predicted flow (B,2,h,w) and target flow (B,2,H,W)."""
+    """SmoothL1 or MSE between upsampled predicted flow (B,2,h,w) and target flow (B,2,H,W).
+
+    ``weight`` (B,1,H,W), if given, weights each pixel: the loss is sum(weight x loss) / sum(weight) over
+    pixels and both components, the plain mean when every weight is equal.
+    """
 
     def __init__(self, kind: str = "smooth_l1"):
         super().__init__()
-        self.loss = nn.SmoothL1Loss() if kind == "smooth_l1" else nn.MSELoss()
+        self.kind = kind
 
-    def forward(self, flow: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(upsample_like(flow, target), target)
+    def forward(self, flow: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        flow = upsample_like(flow, target)
+        reduction = "mean" if weight is None else "none"
+        loss = (F.smooth_l1_loss(flow, target, reduction=reduction) if self.kind == "smooth_l1"
+                else F.mse_loss(flow, target, reduction=reduction))
+        if weight is None:
+            return loss
+        return (loss * weight).sum() / (weight.sum() * loss.shape[1])
+
+
+MOTION_WEIGHT_CAP = 20.0
+"""px: motion beyond this weighs as much as this (``train.motion_weight``)."""
+
+
+def motion_weights(flow: torch.Tensor, strength: float) -> torch.Tensor:
+    """(B,2,H,W) flow -> (B,1,H,W) pixel weights 1 + strength x min(|flow|, 20 px) / 20 (``train.motion_weight``):
+    pixels that move count more than still ones, up to 1 + strength times."""
+    return 1.0 + strength * flow.norm(dim=1, keepdim=True).clamp(max=MOTION_WEIGHT_CAP) / MOTION_WEIGHT_CAP
 
 
 def build_flow_loss(model_config: ModelConfig, fused: bool = False) -> nn.Module:

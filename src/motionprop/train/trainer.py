@@ -35,7 +35,7 @@ from ..checkpoint import load_state_strict, read_checkpoint
 from ..config import Config
 from ..data.dataset import ImageFlowDataset
 from ..errors import FlowFileError, InputError, MotionpropError, os_error_message
-from ..losses import build_flow_loss
+from ..losses import build_flow_loss, motion_weights
 from ..models import CMP, create_model
 from .checkpoints import (list_checkpoints, load_train_state, rng_state, save_training_checkpoint,
                           set_rng_state)
@@ -284,15 +284,24 @@ def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractCo
     return precision.autocast(cfg.train.amp, device)
 
 
-def compute_loss(loss_fn: nn.Module, output: torch.Tensor, target: torch.Tensor, resolution: str) -> torch.Tensor:
+def compute_loss(loss_fn: nn.Module, output: torch.Tensor, target: torch.Tensor, resolution: str,
+                 flow: torch.Tensor | None = None, motion_weight: float = 0.0) -> torch.Tensor:
     """The flow loss at the target's resolution (the original's) or, cheaper, at the output's.
 
+    ``motion_weight`` > 0 weights each pixel by its motion in ``flow`` (the pair's flow, which for a residual
+    model is not the target): :func:`~motionprop.losses.motion_weights`, at the loss's resolution.
     Always float32, outside autocast (the fused loss also switches autocast off itself).
     """
     output = output.float()
-    if resolution == "output" and output.shape[-2:] != target.shape[-2:]:
+    pooled = resolution == "output" and output.shape[-2:] != target.shape[-2:]
+    if pooled:
         target = F.adaptive_avg_pool2d(target, output.shape[-2:])
-    return loss_fn(output, target)
+    if not motion_weight:
+        return loss_fn(output, target)
+    if flow is None:
+        raise ValueError("compute_loss: motion_weight needs the pair's flow")
+    flow = F.adaptive_avg_pool2d(flow.float(), output.shape[-2:]) if pooled else flow.float()
+    return loss_fn(output, target, motion_weights(flow, motion_weight))
 
 
 def to_device(batch: dict[str, torch.Tensor], info: DistInfo, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -682,7 +691,8 @@ def _train_step(cfg: Config, info: DistInfo, net: nn.Module, optimizer: torch.op
                 output = net(batch["image"], batch["sparse"])
             cmp = getattr(net, "module", net)
             target = cmp.training_target(batch["flow"], batch["sparse"], cost=cmp.guidance_cost(batch["image"]))
-            loss = compute_loss(loss_fn, output, target, t.loss_resolution) / t.grad_accum
+            loss = compute_loss(loss_fn, output, target, t.loss_resolution, batch["flow"],
+                                t.motion_weight) / t.grad_accum
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total += loss.item()
     if scaler is not None:
