@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,12 +102,25 @@ def test_missing_and_wrong_files_are_errors_not_random_weights(tmp_path):
         motionprop.load_model(tmp_path / "nothing.pth")
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="notes.pth: not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"notes.pth: not a readable PyTorch checkpoint \(neither a zip archive "
+                                              r"nor a pickle\)$"):
         motionprop.load_model(text, config="resnet50_yfcc_voc_16gpu_42k")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(CheckpointError, match="garbage.pth: not a readable PyTorch checkpoint"):
         motionprop.load_model(garbage, config="resnet50_yfcc_voc_16gpu_42k")
+    # torch's own advice (load with weights_only=False) is not passed on: this package never loads unsafely
+    good = tmp_path / "whole.pth"
+    torch.save({"w": torch.zeros(64)}, good)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"cut.pth: not a readable PyTorch checkpoint \([^.]*\)$") as info:
+        motionprop.load_model(cut, config="resnet50_yfcc_voc_16gpu_42k")
+    assert "weights_only" not in str(info.value)
+    objects = tmp_path / "objects.pth"
+    torch.save({"state_dict": {}, "meta": np.zeros(2)}, objects)
+    with pytest.raises(CheckpointError, match=r"objects.pth: .*holds Python objects \(numpy\S*\) that a safe"):
+        motionprop.load_model(objects, config="resnet50_yfcc_voc_16gpu_42k")
     fake = tmp_path / "fake.safetensors"
     fake.write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError, match="fake.safetensors"):

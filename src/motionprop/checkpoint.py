@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -122,13 +123,35 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def _read_torch_pickle(path: Path) -> Any:
+def read_torch_file(path: Path) -> Any:
+    """A ``torch.save`` file read weights-only (tensors and plain values; a file cannot run code); a file that is
+    not one, or holds more, is a :class:`CheckpointError` naming it and why."""
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
             TypeError, struct.error, UnicodeDecodeError, KeyError, IndexError, OverflowError, MemoryError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({load_failure(exc, path)})") from None
+
+
+def load_failure(exc: BaseException, path: Path) -> str:
+    """Why a weights-only ``torch.load`` failed, in one line, without torch's advice to load the file unsafely."""
+    text = str(exc).strip()
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return (f"it holds Python objects ({unsafe.group(1)}) that a safe, weights-only load refuses; "
+                f"save the tensors alone, e.g. a state dict")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        head = b""
+    if head and head != b"PK" and head[:1] != b"\x80":
+        return "neither a zip archive nor a pickle"
+    if "WeightsUnpickler error:" in text:
+        return text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ")[0]
 
 
 def _find_original_config(path: Path) -> Path | None:
@@ -214,7 +237,7 @@ def read_checkpoint(path: str | Path, config: str | Path | Config | ModelConfig 
 def _read_original(path: Path, config: str | Path | Config | ModelConfig | None
                    ) -> tuple[Config, dict[str, torch.Tensor], dict[str, Any]]:
     """The original release's pickle: {'step', 'state_dict', 'optimizer'} with 'module.' keys."""
-    payload = _read_torch_pickle(path)
+    payload = read_torch_file(path)
     if isinstance(payload, Mapping) and "state_dict" in payload:
         state, extra = payload["state_dict"], {"step": payload.get("step")}
     elif isinstance(payload, Mapping) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):

@@ -101,7 +101,9 @@ def raft_estimator(weights: str | os.PathLike | None = None, iterations: int = R
         raise InputError(f"RAFT weights not found at {path}; download {Raft_Large_Weights.DEFAULT.url} "
                          "there (or give its path with --raft-weights)")
     model = raft_large(weights=None, progress=False)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    from ..checkpoint import read_torch_file
+
+    model.load_state_dict(read_torch_file(path))
     model.eval()
 
     def estimate(frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray:

@@ -138,7 +138,7 @@ def read_image_encoder(path: Path) -> tuple[nn.Module, str, tuple, tuple, str]:
     Returns (module, architecture name, input mean, input std, source); the module includes the
     CMP projection (for torchvision exports, which drop it, a freshly made one).
     """
-    from ..checkpoint import load_model
+    from ..checkpoint import load_model, read_torch_file
 
     path = Path(path)
     weights = path / "model.safetensors" if path.is_dir() else path
@@ -149,7 +149,7 @@ def read_image_encoder(path: Path) -> tuple[nn.Module, str, tuple, tuple, str]:
         return _from_cmp(load_model(path), str(path))
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder without model.safetensors: not a motionprop checkpoint")
-    state = _read_pickle(path)
+    state = read_torch_file(path)
     if isinstance(state, dict) and ("state_dict" in state or any(k.startswith(("module.image_encoder.", "image_encoder."))
                                                                   for k in state)):
         return _from_cmp(load_model(path), str(path))
@@ -164,12 +164,6 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-
-
-def _read_pickle(path: Path) -> object:
-    from ..checkpoint import _read_torch_pickle
-
-    return _read_torch_pickle(path)
 
 
 def _from_cmp(model: nn.Module, source: str) -> tuple[nn.Module, str, tuple, tuple, str]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import TRAIN_STATE_FILE, WEIGHTS_FILE, write_model_files
+from ..checkpoint import TRAIN_STATE_FILE, WEIGHTS_FILE, load_failure, write_model_files
 from ..errors import CheckpointError
 from ..fileio import atomic_dir
 
@@ -104,9 +104,8 @@ def load_train_state(folder: str | Path) -> dict[str, Any]:
         # weights_only: tensors, numbers, strings, lists and dicts only; an untrusted file cannot run code.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: refusing a training state that holds more than plain values (not "
-                              f"written by this motionprop; {first})") from None
+                              f"written by this motionprop; {load_failure(exc, path)})") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read the training state ({exc})") from None
     if not isinstance(state, dict) or "optimizer" not in state:
