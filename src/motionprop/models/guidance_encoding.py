@@ -4,7 +4,7 @@ Every caller gives the network the same sparse input, ``(B, 4, H, W)`` = flow x,
 flow y, mask, mask (zero away from guidance points). The paper's network reads
 it as it is (``model.guidance_input: sparse``). With a handful of guided pixels
 among tens of thousands of zeros, a small network trained for minutes hardly
-hears them (docs/training.md), so two options make the guidance dense inside the
+hears them (docs/real_motion.md), so two options make the guidance dense inside the
 model, where no caller has to know:
 
 * ``guidance_input: dense``: the four channels become the nearest guidance
