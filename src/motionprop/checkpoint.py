@@ -138,8 +138,7 @@ def load_failure(exc: BaseException, path: Path) -> str:
     text = str(exc).strip()
     unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if unsafe:
-        return (f"it holds Python objects ({unsafe.group(1)}) that a safe, weights-only load refuses; "
-                f"save the tensors alone, e.g. a state dict")
+        return f"it holds Python objects ({unsafe.group(1)}) that a safe, weights-only load refuses"
     try:
         with open(path, "rb") as f:
             head = f.read(2)
