@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -19,14 +21,23 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
-def anchors(page: Path) -> set[str]:
-    """The anchors of a page's headings (outside code blocks), repeated ones numbered as GitHub does."""
-    seen: dict[str, int] = {}
-    out, fenced = set(), False
+def prose_lines(page: Path) -> Iterator[str]:
+    """A page's lines outside fenced code blocks (where '#' is a comment, not a heading)."""
+    fenced = False
     for line in page.read_text().splitlines():
         if FENCE.match(line):
             fenced = not fenced
-        elif not fenced and line.startswith("#"):
+        elif not fenced:
+            yield line
+
+
+@functools.cache
+def anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings, repeated ones numbered as GitHub does."""
+    seen: dict[str, int] = {}
+    out = set()
+    for line in prose_lines(page):
+        if line.startswith("#"):
             base = slug(line.lstrip("#"))
             count = seen.get(base, 0)
             seen[base] = count + 1
@@ -36,13 +47,7 @@ def anchors(page: Path) -> set[str]:
 
 def links(page: Path) -> list[str]:
     """Relative link targets of a page, outside code blocks."""
-    out, fenced = [], False
-    for line in page.read_text().splitlines():
-        if FENCE.match(line):
-            fenced = not fenced
-        elif not fenced:
-            out += [t for t in LINK.findall(line) if not re.match(r"[a-z]+:", t)]
-    return out
+    return [t for line in prose_lines(page) for t in LINK.findall(line) if not re.match(r"[a-z]+:", t)]
 
 
 def test_slug_follows_githubs_rules():
