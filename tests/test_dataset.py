@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from motionprop.config import Config, DataConfig, apply_overrides
-from motionprop.data.dataset import (ImageFlowDataset, add_camera_motion, follow_subject, read_pair_list,
-                                     resized_size)
+from motionprop.data.dataset import (ImageFlowDataset, add_camera_motion, follow_subject, jitter_colour,
+                                     read_pair_list, resized_size)
 from motionprop.data.flow_io import write_flow, write_flow_jpg
 from motionprop.errors import ConfigError, InputError
 
@@ -230,5 +230,49 @@ def test_follow_camera_in_training_samples(pairs):
 @pytest.mark.parametrize("key,value", [("camera_motion", -1.0), ("camera_motion", float("inf")),
                                        ("camera_motion", "pan"), ("camera_prob", 1.5), ("camera_prob", "half")])
 def test_camera_motion_settings_are_checked(key, value):
+    with pytest.raises(ConfigError, match=f"data.{key}"):
+        _config(**{key: value}).validate()
+
+
+def test_jitter_colour_scales_brightness_contrast_and_saturation():
+    image = np.random.default_rng(0).integers(40, 200, (16, 24, 3), dtype=np.uint8)
+    other = np.random.default_rng(1).integers(40, 200, (16, 24, 3), dtype=np.uint8)
+    weights = np.float32([0.299, 0.587, 0.114])
+    same, same_other = jitter_colour([image, other], 1.0, 1.0, 1.0, gray=False)
+    np.testing.assert_array_equal(same, image)                 # factors of 1 leave a frame as it was
+    np.testing.assert_array_equal(same_other, other)
+    brighter = jitter_colour([image], 1.2, 1.0, 1.0, gray=False)[0]
+    np.testing.assert_allclose(brighter, np.clip(image * 1.2, 0, 255), atol=0.51)
+    flat = jitter_colour([image], 1.0, 0.0, 1.0, gray=False)[0]   # no contrast: the frame's mean grey
+    assert np.ptp(flat) == 0 and abs(int(flat[0, 0, 0]) - (image @ weights).mean()) <= 0.5
+    grey = jitter_colour([image], 1.0, 1.0, 0.0, gray=False)[0]   # no saturation: each pixel's grey
+    assert (grey == grey[..., :1]).all()
+    np.testing.assert_allclose(grey[..., 0], image @ weights, atol=0.51)
+    np.testing.assert_array_equal(jitter_colour([image], 1.0, 1.0, 1.0, gray=True)[0], grey)
+    stronger = jitter_colour([image], 1.0, 1.5, 1.0, gray=False)[0]   # more contrast: a wider spread
+    assert stronger.astype(float).std() > image.astype(float).std() * 1.3
+
+
+def test_colour_augmentation_changes_only_the_pixels_of_training_samples(pairs):
+    plain = ImageFlowDataset([pairs], _config(), train=True)
+    colour = ImageFlowDataset([pairs], _config(colour_jitter=0.4, gray_prob=0.5), train=True)
+    grey = ImageFlowDataset([pairs], _config(gray_prob=1.0), train=True)
+    std = torch.tensor(_config().std).view(3, 1, 1)
+    mean = torch.tensor(_config().mean).view(3, 1, 1)
+    for draw in range(4):
+        before, after = plain[(2, draw)], colour[(2, draw)]
+        for key in ("flow", "sparse", "valid"):                   # the same crop, flip, motion, guidance
+            assert torch.equal(before[key], after[key]), key
+        assert not torch.equal(before["image"], after["image"])
+        pixels = grey[(2, draw)]["image"] * std + mean             # back to 0..255: three equal channels
+        torch.testing.assert_close(pixels[0], pixels[1], atol=1e-3, rtol=0)
+        torch.testing.assert_close(pixels[1], pixels[2], atol=1e-3, rtol=0)
+    val = ImageFlowDataset([pairs], _config(colour_jitter=0.4, gray_prob=1.0), train=False)
+    assert torch.equal(val[(2, 0)]["image"], ImageFlowDataset([pairs], _config(), train=False)[(2, 0)]["image"])
+
+
+@pytest.mark.parametrize("key,value", [("colour_jitter", 1.0), ("colour_jitter", -0.1), ("colour_jitter", "x"),
+                                       ("gray_prob", 1.5), ("gray_prob", -0.5)])
+def test_colour_settings_are_checked(key, value):
     with pytest.raises(ConfigError, match=f"data.{key}"):
         _config(**{key: value}).validate()

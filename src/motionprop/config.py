@@ -191,6 +191,10 @@ class DataConfig:
     # "follow": of a camera that followed the moving subject (dataset.follow_subject).
     camera_motion: float | str = 0.0
     camera_prob: float = 0.5
+    # colour augmentation (training only; not in the paper): both frames' brightness, contrast and
+    # saturation scaled by U(1 - colour_jitter, 1 + colour_jitter) each; grey with probability gray_prob.
+    colour_jitter: float = 0.0
+    gray_prob: float = 0.0
     batch_size: int = 12
     batch_size_val: int = 1
     workers: int = 2
@@ -233,6 +237,10 @@ class DataConfig:
                               f"got {self.camera_motion!r}")
         if not (_is_number(self.camera_prob) and 0 <= self.camera_prob <= 1):
             raise ConfigError(f"data.camera_prob must be in [0, 1], got {self.camera_prob!r}")
+        if not (_is_number(self.colour_jitter) and 0 <= self.colour_jitter < 1):
+            raise ConfigError(f"data.colour_jitter must be in [0, 1), got {self.colour_jitter!r}")
+        if not (_is_number(self.gray_prob) and 0 <= self.gray_prob <= 1):
+            raise ConfigError(f"data.gray_prob must be in [0, 1], got {self.gray_prob!r}")
         if self.batch_size < 1 or self.batch_size_val < 1:
             raise ConfigError("data.batch_size and data.batch_size_val must be positive")
 

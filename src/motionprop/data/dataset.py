@@ -8,7 +8,7 @@ decides which, so the original YFCC lists work unchanged).
 
 A sample follows the original pipeline: resize by the short (or long) side,
 crop (random for training, centred for validation, zero padding when the frame
-is smaller), optional flip and flow augmentations, ImageNet normalization of
+is smaller), optional flip, flow and colour augmentations, ImageNet normalization of
 0..255 pixels, guidance sampling. It differs in speed (OpenCV decoding and
 resizing, the fast sampler), in seeding (each sample has its own generator, see
 :meth:`ImageFlowDataset.__getitem__`), in resizing flow by the exact x and y
@@ -252,6 +252,38 @@ def follow_subject(flow: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (flow - shift).astype(np.float32)
 
 
+def jitter_colour(images: Sequence[np.ndarray], brightness: float, contrast: float, saturation: float,
+                  gray: bool) -> list[np.ndarray]:
+    """The frames of a pair with the same colour change: scale by ``brightness``, then pull towards the
+    frame's mean grey by ``contrast`` and towards each pixel's grey by ``saturation`` (1 leaves them,
+    0 makes a flat or a grey frame), then make them grey if ``gray``. uint8 RGB in and out.
+
+    Motion does not depend on colour, so the flow target stays as it is; what changes is how much an
+    encoder may lean on a part's colour to tell what moves together.
+    """
+    weights = np.float32([0.299, 0.587, 0.114])
+    out = []
+    for image in images:
+        x = image.astype(np.float32) * np.float32(brightness)
+        mean_grey = (x @ weights).mean()
+        x = mean_grey + np.float32(contrast) * (x - mean_grey)
+        grey = (x @ weights)[..., None]
+        x = grey + np.float32(saturation) * (x - grey)
+        if gray:
+            x = np.repeat((x @ weights)[..., None], 3, axis=-1)
+        out.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+    return out
+
+
+def random_colour(images: Sequence[np.ndarray], rng: np.random.Generator, strength: float, gray_prob: float
+                  ) -> list[np.ndarray]:
+    """:func:`jitter_colour` with brightness, contrast and saturation each drawn from U(1 - strength,
+    1 + strength) and grey with probability ``gray_prob``; the draws happen only for a non-zero option."""
+    factors = rng.uniform(1 - strength, 1 + strength, size=3) if strength > 0 else np.ones(3)
+    gray = gray_prob > 0 and rng.random() < gray_prob
+    return jitter_colour(images, *(float(f) for f in factors), gray=gray)
+
+
 class ImageFlowDataset(Dataset):
     """Samples for CMP training from one or more list files.
 
@@ -331,6 +363,9 @@ class ImageFlowDataset(Dataset):
         else:
             sparse_flow, mask = sample_guidance(guided, cfg.sample_strategy, cfg.bg_ratio, cfg.nms_ks,
                                                 cfg.max_num_guide, rng=rng)
+        if self.train and (cfg.colour_jitter > 0 or cfg.gray_prob > 0):
+            # drawn after everything else, so the option changes the pixels of a sample and nothing more
+            image1, image2 = random_colour([image1, image2], rng, cfg.colour_jitter, cfg.gray_prob)
         item = {
             "image": self._normalize(image1),
             "sparse": torch.from_numpy(make_sparse_input(sparse_flow, mask)),
