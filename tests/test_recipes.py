@@ -15,13 +15,14 @@ def test_every_recipe_loads_validates_and_has_a_time_limit(recipe):
     cfg.model.validate()
     assert cfg.name == recipe
     assert cfg.data.train_source == [] and cfg.data.val_source == []  # filled in by the quickstart
-    assert RECIPES[recipe][1] > 0
+    assert RECIPES[recipe].time_limit > 0
 
 
 def test_the_pretrain_recipe_is_the_papers_objective_and_the_others_are_not():
     paper = quickstart_config("pretrain").model
     assert (paper.guidance_input, paper.prediction, paper.flow_loss, paper.guidance_radius) == \
         ("sparse", "flow", "discrete", 0.0)
+    assert quickstart_config("pretrain-long").model == paper
     for recipe in ("quickstart", "long"):
         assert quickstart_config(recipe).model.prediction == "residual"
 
@@ -125,3 +126,61 @@ def test_a_clip_too_short_for_the_long_gap_trains_on_the_short_one(tmp_path):
     sources = yaml.safe_load((tmp_path / "qs" / "run" / "config.yaml").read_text())["data"]["train_source"]
     assert sources[1:] == [str((tmp_path / "qs" / "video" / "gap3" / "lists" / "train.txt").resolve())]
     assert any("no pairs at frame gap 8" in m for m in messages)
+
+
+def test_the_cli_offers_every_recipe():
+    from motionprop.cli import build_parser
+
+    parser = build_parser()
+    quickstart = next(a for a in parser._subparsers._group_actions[0].choices["quickstart"]._actions
+                      if a.dest == "recipe")
+    assert set(quickstart.choices) == set(RECIPES)
+
+
+def test_pretrain_long_trains_with_the_extra_synthetic_pairs_first_then_without_them(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    from motionprop.data.synth import SynthConfig
+    from motionprop.train import quickstart as qs
+
+    monkeypatch.setitem(qs.RECIPES, "pretrain-long", qs.Recipe("configs/pretrain_long.yaml", 10.0,
+                                                               extra_synthetic=(6600, 1), synthetic_until=2))
+    tiny = [*TINY, "train.total_iter=4", "train.val_freq=100", "train.print_freq=1", "train.keep_last=10", "model.img_enc_dim=16"]
+    synth = SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25)
+    messages = []
+    qs.run_quickstart(tmp_path / "qs", overrides=tiny, log=messages.append, real=False, synth=synth,
+                      recipe="pretrain-long")
+    out = tmp_path / "qs"
+    base, extra = out / "data" / "lists" / "train.txt", out / "synthetic" / "lists" / "train.txt"
+    assert json.loads((out / "synthetic" / "synth.json").read_text())["config"]["seed"] == 1   # other clips
+    first = "frames/00000/000000.jpg"
+    assert (out / "data" / first).read_bytes() != (out / "synthetic" / first).read_bytes()
+    config = yaml.safe_load((out / "run" / "config.yaml").read_text())
+    assert config["data"]["train_source"] == [str(base.resolve())]          # the last phase: without them
+    assert config["train"]["total_iter"] == 4 and config["train"]["lr_steps"] == [12800]
+    lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iter"] for m in lines if m["split"] == "train"] == [1, 2, 3, 4]   # one run, resumed at 2
+    assert any("until iteration 2 with the 6 pairs of" in m for m in messages)
+    ckpts = sorted(p.name for p in (out / "run" / "checkpoints").iterdir())
+    assert ckpts == [f"iter_000000{i}" for i in (1, 2, 3, 4)]
+    again = []
+    qs.run_quickstart(tmp_path / "qs", overrides=tiny, log=again.append, real=False, synth=synth,
+                      recipe="pretrain-long")                               # done: nothing is retrained
+    assert sorted(p.name for p in (out / "run" / "checkpoints").iterdir()) == ckpts
+
+
+def test_a_pretrain_long_run_no_longer_than_its_first_phase_keeps_the_extra_pairs(tmp_path):
+    from motionprop.config import apply_overrides
+    from motionprop.train.quickstart import _phases
+
+    cfg = apply_overrides(quickstart_config("pretrain-long"), ["data.train_source=[a.txt]"])
+    lists, extra = [tmp_path / "a.txt"], [tmp_path / "b.txt"]
+    two = _phases(cfg, lists, extra, 16000, [])
+    assert [p.train.total_iter for p in two] == [16000, 22000]
+    assert [len(p.data.train_source) for p in two] == [2, 1]
+    short = _phases(apply_overrides(cfg, ["train.total_iter=1000"]), lists, extra, 16000, [])
+    assert len(short) == 1 and short[0].train.total_iter == 1000 and len(short[0].data.train_source) == 2
+    mine = _phases(cfg, lists, extra, 16000, ["data.train_source=[c.txt]"])
+    assert mine == [cfg]

