@@ -184,3 +184,16 @@ def test_a_pretrain_long_run_no_longer_than_its_first_phase_keeps_the_extra_pair
     assert len(short) == 1 and short[0].train.total_iter == 1000 and len(short[0].data.train_source) == 2
     mine = _phases(cfg, lists, extra, 16000, ["data.train_source=[c.txt]"])
     assert mine == [cfg]
+
+
+def test_a_run_of_another_recipe_is_not_continued(tmp_path):
+    from motionprop.train.quickstart import run_quickstart
+
+    run = tmp_path / "qs" / "run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(quickstart_config("pretrain").to_yaml())
+    with pytest.raises(InputError, match=r"--out .*qs: its run was trained with the recipe 'pretrain', "
+                                         r"not 'pretrain-long'.*--force"):
+        run_quickstart(tmp_path / "qs", log=lambda *_: None, real=False, recipe="pretrain-long")
+    assert sorted(p.name for p in (tmp_path / "qs").iterdir()) == ["run"]     # refused before any data
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]

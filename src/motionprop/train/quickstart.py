@@ -164,6 +164,8 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     _check_out_folder(out)
     if videos:
         find_clips(list(videos), exclude=out)
+    if (out / "run" / "config.yaml").is_file() and not force:  # before minutes of data
+        _check_same_recipe(out / "run" / "config.yaml", cfg.name, out)
     out.mkdir(parents=True, exist_ok=True)
     train_lists, val_list = _ensure_data(out, log, synth, real, tuple(videos))
     extra = _ensure_extra_synthetic(out / "synthetic", plan, synth, log)
@@ -187,6 +189,17 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "markdown"}, indent=1))
     log(summary["text"])
     return summary
+
+
+def _check_same_recipe(saved: Path, name: str, out: Path) -> None:
+    """Refuse to continue another recipe's run: its schedule would be mixed with this one's."""
+    from ..config import load_config
+    from ..errors import InputError
+
+    previous = load_config(saved).name
+    if previous != name:
+        raise InputError(f"--out {out}: its run was trained with the recipe {previous!r}, not {name!r}; "
+                         "choose another --out, or --force to train this recipe there from scratch")
 
 
 def _sources(lists: list[Path]) -> str:
