@@ -90,7 +90,7 @@ def test_an_override_after_video_gets_a_hint(tmp_path):
     assert not (tmp_path / "qs").exists()
 
 
-@pytest.mark.parametrize("recipe", ["quickstart", "pretrain"])
+@pytest.mark.parametrize("recipe", ["quickstart", "pretrain", "pretrain-long"])
 def test_the_summary_points_the_pretrain_recipe_at_transfer(recipe, tmp_path):
     from motionprop.train.quickstart import _summary
     from motionprop.train.trainer import TrainResult
@@ -98,7 +98,8 @@ def test_the_summary_points_the_pretrain_recipe_at_transfer(recipe, tmp_path):
     val = {"epe": 6.0, "epe_nearest": 5.0, "epe_idw": 5.5, "samples": 10}
     text = _summary(TrainResult(500, False, tmp_path / "iter_0000500", val), [], recipe)["text"]
     assert text.startswith(f"{recipe}: after 500 iterations") and "does NOT yet beat" in text
-    assert ("motionprop transfer" in text and str(tmp_path / "iter_0000500") in text) == (recipe == "pretrain")
+    assert ("motionprop transfer" in text and str(tmp_path / "iter_0000500") in text) == (recipe != "quickstart")
+    assert ("--features previous" in text) == (recipe == "pretrain-long")
 
 
 def test_videos_that_give_no_pairs_are_refused_before_training(tmp_path):

@@ -371,6 +371,9 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
     if recipe.startswith("pretrain"):  # an encoder for transfer: its flow is not the point
         verdict += (f".\n     This recipe pre-trains an image encoder: measure it with 'motionprop transfer "
                     f"--davis ROOT --out DIR {result.checkpoint}'")
+    if recipe == "pretrain-long":
+        verdict += (" (docs/transfer.md reads label propagation at layer3: add --task propagation "
+                    "--features previous, and the probe at layer4: --task probe)")
     text = (f"{recipe}: after {result.iteration} iterations, validation end-point error on "
             f"{m['samples']} pairs:\n"
             f"  CMP                  {m['epe']:.3f} px\n"
