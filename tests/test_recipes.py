@@ -198,3 +198,28 @@ def test_a_run_of_another_recipe_is_not_continued(tmp_path):
         run_quickstart(tmp_path / "qs", log=lambda *_: None, real=False, recipe="pretrain-long")
     assert sorted(p.name for p in (tmp_path / "qs").iterdir()) == ["run"]     # refused before any data
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_pretrain_long_stopped_in_its_first_phase_continues_both(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    from motionprop.data.synth import SynthConfig
+    from motionprop.train import quickstart as qs
+
+    monkeypatch.setitem(qs.RECIPES, "pretrain-long", qs.Recipe("configs/pretrain_long.yaml", 10.0,
+                                                               extra_synthetic=(6600, 1), synthetic_until=2))
+    tiny = [*TINY, "train.total_iter=3", "train.val_freq=100", "train.print_freq=1", "train.keep_last=10",
+            "model.img_enc_dim=16"]
+    synth = SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25)
+    out, messages = tmp_path / "qs", []
+    summary = qs.run_quickstart(out, overrides=tiny, log=messages.append, real=False, synth=synth,
+                                recipe="pretrain-long", time_limit_min=1e-6)   # stops after one iteration
+    assert summary["iteration"] == 1
+    assert any("stopped at iteration 1 by the time limit" in m for m in messages)
+    qs.run_quickstart(out, overrides=tiny, log=lambda *_: None, real=False, synth=synth, recipe="pretrain-long")
+    lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iter"] for m in lines if m["split"] == "train"] == [1, 2, 3]
+    config = yaml.safe_load((out / "run" / "config.yaml").read_text())
+    assert config["data"]["train_source"] == [str((out / "data" / "lists" / "train.txt").resolve())]

@@ -276,16 +276,17 @@ def _train_or_reuse(cfg: Config, run_dir: Path, resume: bool, force: bool, time_
     options = TrainOptions(run_dir=run_dir, resume=resume, force=force, time_limit=time_limit_min * 60)
     result = train(cfg, options)
     if not result.val or result.stopped_early:  # the last validation (if any) is older than the checkpoint
-        return _revalidate(cfg, list_checkpoints(run_dir)[-1])
+        return _revalidate(cfg, list_checkpoints(run_dir)[-1], result.stopped_early)
     return result
 
 
-def _revalidate(cfg: Config, found: tuple[int, Path]) -> TrainResult:
+def _revalidate(cfg: Config, found: tuple[int, Path], stopped_early: bool = False) -> TrainResult:
+    """Validate a checkpoint again: the one a stopped run saved after its last validation, or a finished one."""
     from .evaluate import evaluate
 
     iteration, folder = found
     metrics = evaluate(folder, cfg.data.val_source, workers=cfg.data.workers, batch_size=cfg.data.batch_size_val)
-    return TrainResult(iteration, False, folder, metrics)
+    return TrainResult(iteration, stopped_early, folder, metrics)
 
 
 def write_examples(checkpoint: Path, val_list: Path, out_dir: Path, count: int = 3) -> list[Path]:
