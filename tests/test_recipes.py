@@ -138,18 +138,24 @@ def test_the_cli_offers_every_recipe():
     assert set(quickstart.choices) == set(RECIPES)
 
 
-def test_pretrain_long_trains_with_the_extra_synthetic_pairs_first_then_without_them(tmp_path, monkeypatch):
-    import json
-
-    import yaml
-
+def _tiny_pretrain_long(monkeypatch, total_iter: int):
+    """pretrain-long switching phases at iteration 2 of ``total_iter``, on tiny data: (module, overrides, synth)."""
     from motionprop.data.synth import SynthConfig
     from motionprop.train import quickstart as qs
 
     monkeypatch.setitem(qs.RECIPES, "pretrain-long", qs.Recipe("configs/pretrain_long.yaml", 10.0,
                                                                extra_synthetic=(6600, 1), synthetic_until=2))
-    tiny = [*TINY, "train.total_iter=4", "train.val_freq=100", "train.print_freq=1", "train.keep_last=10", "model.img_enc_dim=16"]
-    synth = SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25)
+    tiny = [*TINY, f"train.total_iter={total_iter}", "train.val_freq=100", "train.print_freq=1",
+            "train.keep_last=10", "model.img_enc_dim=16"]
+    return qs, tiny, SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25)
+
+
+def test_pretrain_long_trains_with_the_extra_synthetic_pairs_first_then_without_them(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    qs, tiny, synth = _tiny_pretrain_long(monkeypatch, 4)
     messages = []
     qs.run_quickstart(tmp_path / "qs", overrides=tiny, log=messages.append, real=False, synth=synth,
                       recipe="pretrain-long")
@@ -205,14 +211,7 @@ def test_pretrain_long_stopped_in_its_first_phase_continues_both(tmp_path, monke
 
     import yaml
 
-    from motionprop.data.synth import SynthConfig
-    from motionprop.train import quickstart as qs
-
-    monkeypatch.setitem(qs.RECIPES, "pretrain-long", qs.Recipe("configs/pretrain_long.yaml", 10.0,
-                                                               extra_synthetic=(6600, 1), synthetic_until=2))
-    tiny = [*TINY, "train.total_iter=3", "train.val_freq=100", "train.print_freq=1", "train.keep_last=10",
-            "model.img_enc_dim=16"]
-    synth = SynthConfig(height=64, width=80, num_pairs=8, val_fraction=0.25)
+    qs, tiny, synth = _tiny_pretrain_long(monkeypatch, 3)
     out, messages = tmp_path / "qs", []
     summary = qs.run_quickstart(out, overrides=tiny, log=messages.append, real=False, synth=synth,
                                 recipe="pretrain-long", time_limit_min=1e-6)   # stops after one iteration
