@@ -166,21 +166,22 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     _check_out_folder(out)
     if videos:
         find_clips(list(videos), exclude=out)
-    if (out / "run" / "config.yaml").is_file() and not force:  # before minutes of data
-        _check_same_recipe(out / "run" / "config.yaml", cfg.name, out)
+    run_dir = out / "run"
+    resume = (run_dir / "config.yaml").is_file() and not force
+    if resume:  # before minutes of data
+        _check_same_recipe(run_dir / "config.yaml", cfg.name, out)
     out.mkdir(parents=True, exist_ok=True)
     train_lists, val_list = _ensure_data(out, log, synth, real, tuple(videos))
     extra = _ensure_extra_synthetic(out / "synthetic", plan, synth, log)
     cfg = apply_overrides(cfg, [_sources(train_lists), f"data.val_source=[{val_list.resolve()}]",
                                 *(overrides or [])])
-    phases = _phases(cfg, train_lists, extra, plan.synthetic_until, overrides or [])
-    run_dir = out / "run"
-    resume = (run_dir / "config.yaml").is_file() and not force
+    phases = _phases(cfg, train_lists, [Path(extra.train_list)] if extra else [], plan.synthetic_until,
+                     overrides or [])
     log(f"[2/3] training {cfg.train.total_iter} iterations in {run_dir}"
         f"{' (resuming)' if resume else ''}; stops with a checkpoint after {time_limit_min:g} min")
     if len(phases) > 1:
-        log(f"      until iteration {phases[0].train.total_iter} with the {_pairs(extra[0])} pairs of "
-            f"{extra[0].parent.parent} too, then without them")
+        log(f"      until iteration {phases[0].train.total_iter} with the {extra.train_pairs} pairs of "
+            f"{extra.root} too, then without them")
     result = _train_phases(phases, run_dir, resume, force, time_limit_min, log)
     log("[3/3] example outputs")
     examples = write_examples(result.checkpoint, val_list, out / "examples")
@@ -208,24 +209,21 @@ def _sources(lists: list[Path]) -> str:
     return "data.train_source=[" + ",".join(str(p.resolve()) for p in lists) + "]"
 
 
-def _pairs(list_file: Path) -> int:
-    return sum(1 for line in list_file.read_text().splitlines() if line.strip())
-
-
-def _ensure_extra_synthetic(folder: Path, plan: Recipe, synth: Any, log: Any) -> list[Path]:
-    """The training list of a two-phase recipe's extra synthetic pairs (none for the other recipes).
+def _ensure_extra_synthetic(folder: Path, plan: Recipe, synth: Any, log: Any) -> Any:
+    """A two-phase recipe's extra synthetic pairs (a :class:`~motionprop.data.synth.SynthSummary`; None for
+    the other recipes).
 
     ``synth`` (tests) sets the frame size and scale; the pair count and seed are the recipe's
     unless ``synth`` is given, whose count is then used as it is.
     """
     if plan.extra_synthetic is None:
-        return []
+        return None
     from ..data.synth import SynthConfig, generate
 
     num_pairs, seed = plan.extra_synthetic
     config = replace(synth, seed=seed) if synth is not None else SynthConfig(num_pairs=num_pairs, seed=seed)
     log(f"      {config.num_pairs} more synthetic pairs in {folder} (seed {seed}) for the first phase")
-    return [Path(generate(folder, config, progress=True).train_list)]
+    return generate(folder, config, progress=True)
 
 
 def _phases(cfg: Config, lists: list[Path], extra: list[Path], until: int, overrides: list[str]
