@@ -222,3 +222,23 @@ def test_pretrain_long_stopped_in_its_first_phase_continues_both(tmp_path, monke
     assert [m["iter"] for m in lines if m["split"] == "train"] == [1, 2, 3]
     config = yaml.safe_load((out / "run" / "config.yaml").read_text())
     assert config["data"]["train_source"] == [str((out / "data" / "lists" / "train.txt").resolve())]
+
+
+def test_a_run_is_continued_only_with_the_settings_it_was_started_with(tmp_path, monkeypatch):
+    import json
+
+    qs, tiny, synth = _tiny_pretrain_long(monkeypatch, 3)
+    out, colour = tmp_path / "qs", ["data.colour_jitter=0.4", "data.gray_prob=0.2"]
+    qs.run_quickstart(out, overrides=[*tiny, *colour], log=lambda *_: None, real=False, synth=synth,
+                      recipe="pretrain-long", time_limit_min=1e-6)                # stops after one iteration
+    metrics = (out / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(InputError, match=r"its run was started with data.colour_jitter=0.4, data.gray_prob=0.2, "
+                                         r"this command gives data.colour_jitter=0.0, data.gray_prob=0.0; give the "
+                                         r"overrides it was started with.*--force"):
+        qs.run_quickstart(out, overrides=tiny, log=lambda *_: None, real=False, synth=synth, recipe="pretrain-long")
+    assert (out / "run" / "metrics.jsonl").read_text() == metrics                 # refused before training
+    # bookkeeping and the length may change; the precision 'auto' keeps the run's own
+    qs.run_quickstart(out, overrides=[*colour, *tiny, "train.total_iter=4", "train.save_freq=2"],
+                      log=lambda *_: None, real=False, synth=synth, recipe="pretrain-long")
+    lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iter"] for m in lines if m["split"] == "train"] == [1, 2, 3, 4]

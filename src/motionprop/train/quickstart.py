@@ -158,7 +158,7 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     from ..config import apply_overrides
 
     cfg = quickstart_config(recipe)
-    apply_overrides(cfg, overrides or [])  # a bad override fails now, not after minutes of data
+    given = apply_overrides(cfg, overrides or [])  # a bad override fails now, not after minutes of data
     plan = RECIPES[recipe]
     if time_limit_min is None:
         time_limit_min = plan.time_limit
@@ -169,7 +169,7 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     run_dir = out / "run"
     resume = (run_dir / "config.yaml").is_file() and not force
     if resume:  # before minutes of data
-        _check_same_recipe(run_dir / "config.yaml", cfg.name, out)
+        _check_same_run(run_dir / "config.yaml", given, out)
     out.mkdir(parents=True, exist_ok=True)
     train_lists, val_list = _ensure_data(out, log, synth, real, tuple(videos))
     extra = _ensure_extra_synthetic(out / "synthetic", plan, synth, log)
@@ -194,15 +194,43 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     return summary
 
 
-def _check_same_recipe(saved: Path, name: str, out: Path) -> None:
-    """Refuse to continue another recipe's run: its schedule would be mixed with this one's."""
+# What a resumed quickstart may change: where the pairs are listed, the length, and bookkeeping.
+RESUMABLE = {"data": {"train_source", "val_source", "workers", "batch_size_val", "skip_bad"},
+             "train": {"total_iter", "print_freq", "val_freq", "save_freq", "val_iter", "keep_last", "keep_every",
+                       "num_val_images"}}
+
+
+def _check_same_run(saved: Path, given: Config, out: Path) -> None:
+    """Refuse to continue a run of another recipe, or one started with other settings (an override left
+    out when the command is run again): the rest of the run would silently train something else."""
     from ..config import load_config
     from ..errors import InputError
 
-    previous = load_config(saved).name
-    if previous != name:
-        raise InputError(f"--out {out}: its run was trained with the recipe {previous!r}, not {name!r}; "
-                         "choose another --out, or --force to train this recipe there from scratch")
+    previous = load_config(saved)
+    if previous.name != given.name:
+        raise InputError(f"--out {out}: its run was trained with the recipe {previous.name!r}, not "
+                         f"{given.name!r}; choose another --out, or --force to train this recipe there from scratch")
+    changed = _changed_settings(previous, given)
+    if changed:
+        was = ", ".join(f"{key}={json.dumps(old)}" for key, old, _ in changed)
+        now = ", ".join(f"{key}={json.dumps(new)}" for key, _, new in changed)
+        raise InputError(f"--out {out}: its run was started with {was}, this command gives {now}; give the "
+                         f"overrides it was started with to continue it (they are in {saved}), or --force to "
+                         "train from scratch")
+
+
+def _changed_settings(previous: Config, given: Config) -> list[tuple[str, Any, Any]]:
+    """(section.key, saved value, given value) for every setting that differs and that a resume may not
+    change; ``train.amp: auto`` keeps the precision the run was started in, so it changes nothing."""
+    before, after = previous.to_dict(), given.to_dict()
+    changed = []
+    for section in ("model", "data", "train"):
+        for key, new in after[section].items():
+            old = before[section].get(key)
+            if old == new or key in RESUMABLE.get(section, ()) or (section, key, new) == ("train", "amp", "auto"):
+                continue
+            changed.append((f"{section}.{key}", old, new))
+    return changed
 
 
 def _sources(lists: list[Path]) -> str:
