@@ -215,7 +215,7 @@ def _check_same_run(saved: Path, given: Config, out: Path) -> None:
         was = ", ".join(f"{key}={json.dumps(old)}" for key, old, _ in changed)
         now = ", ".join(f"{key}={json.dumps(new)}" for key, _, new in changed)
         raise InputError(f"--out {out}: its run was started with {was}, this command gives {now}; give the "
-                         f"overrides it was started with to continue it (they are in {saved}), or --force to "
+                         f"overrides it was started with to continue it (its settings are in {saved}), or --force to "
                          "train from scratch")
 
 
