@@ -88,16 +88,27 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def random_pairs(results: dict, task: str) -> list[tuple[dict, dict | None]]:
+    """Each pre-trained encoder scored on ``task`` with the random init of its architecture scored on it in the
+    same results (None when there is none): the pairs whose per-clip differences are compared."""
+    randoms = {e["arch"]: e for e in results["encoders"] if e["kind"] == "random init" and task in e["tasks"]}
+    return [(entry, randoms.get(entry["arch"])) for entry in results["encoders"]
+            if entry["kind"] != "random init" and task in entry["tasks"]]
+
+
+def clip_differences(entry: dict, ref: dict, task: str, clips) -> list[float]:
+    """Per-clip J&F of ``entry`` minus that of ``ref`` on ``task``, in the order of ``clips``."""
+    return [entry["tasks"][task]["clips"][c]["JF"] - ref["tasks"][task]["clips"][c]["JF"] for c in clips]
+
+
 def _paired_differences(results: dict, task: str) -> list[str]:
     """Per-clip J&F of each pre-trained encoder minus the random init of its architecture (paired per clip)."""
-    randoms = {e["arch"]: e for e in results["encoders"] if e["kind"] == "random init" and task in e["tasks"]}
     lines = []
-    for entry in results["encoders"]:
-        ref = randoms.get(entry["arch"])
-        if entry["kind"] == "random init" or ref is None or task not in entry["tasks"]:
+    for entry, ref in random_pairs(results, task):
+        if ref is None:
             continue
         clips = results["settings"]["clips"]
-        diffs = [entry["tasks"][task]["clips"][c]["JF"] - ref["tasks"][task]["clips"][c]["JF"] for c in clips]
+        diffs = clip_differences(entry, ref, task, clips)
         wins = sum(d > 0 for d in diffs)
         lines += ["", f"{entry['name']} minus {ref['name']} (J&F points per clip): "
                   + ", ".join(f"{c} {100 * d:+.1f}" for c, d in zip(clips, diffs))

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .report import sign_flip_p
+from .report import clip_differences, random_pairs, sign_flip_p
 
 SETTINGS_THAT_MATTER = ("short_side", "feature_stride", "features", "precision", "random_seeds")
 """Settings that must agree between pooled results (the task's own settings and the clips are checked too)."""
@@ -65,19 +65,14 @@ def pool_results(results: Sequence[tuple[str, dict]], task: str) -> Pooled:
     rows, randoms = [], {}
     for label, result in results:
         _check_comparable(label, result, first_label, first, task)
-        refs = _random_entries(label, result, task)
-        for entry in result["encoders"]:
-            if entry["kind"] == "random init" or task not in entry["tasks"]:
-                continue
-            ref = refs.get(entry["arch"])
+        _check_one_random_per_arch(label, result, task)
+        for entry, ref in random_pairs(result, task):
             if ref is None:
                 raise InputError(f"{label}: no random init of {entry['name']}'s architecture ({entry['arch']}) "
                                  f"scored on {task}; run motionprop transfer with its random baseline (the default)")
-            ref_jf = [ref["tasks"][task]["clips"][c]["JF"] for c in clips]
-            randoms.setdefault(entry["arch"], {})[label] = ref_jf
-            own = entry["tasks"][task]
-            rows.append(Row(f"{label}: {entry['name']}", own["mean"]["JF"],
-                            [own["clips"][c]["JF"] - r for c, r in zip(clips, ref_jf)]))
+            randoms.setdefault(entry["arch"], {})[label] = [ref["tasks"][task]["clips"][c]["JF"] for c in clips]
+            rows.append(Row(f"{label}: {entry['name']}", entry["tasks"][task]["mean"]["JF"],
+                            clip_differences(entry, ref, task, clips)))
     if not rows:
         raise InputError(f"no pre-trained encoder scored on {task} in {', '.join(label for label, _ in results)}")
     per_arch = [np.asarray(list(by_file.values())) for by_file in randoms.values()]
@@ -108,15 +103,12 @@ def _scoring(value: object) -> object:
     return value
 
 
-def _random_entries(label: str, result: dict, task: str) -> dict[str, dict]:
-    """The file's random-init entries scored on ``task``, by architecture (as ``results.md`` pairs them)."""
-    refs: dict[str, dict] = {}
-    for entry in result["encoders"]:
-        if entry["kind"] == "random init" and task in entry["tasks"]:
-            if entry["arch"] in refs:
-                raise InputError(f"{label}: two random inits of {entry['arch']} scored on {task}; pool files with one")
-            refs[entry["arch"]] = entry
-    return refs
+def _check_one_random_per_arch(label: str, result: dict, task: str) -> None:
+    """Two random inits of one architecture leave the pairing ambiguous: refuse rather than take one."""
+    archs = [e["arch"] for e in result["encoders"] if e["kind"] == "random init" and task in e["tasks"]]
+    for arch in set(archs):
+        if archs.count(arch) > 1:
+            raise InputError(f"{label}: two random inits of {arch} scored on {task}; pool files with one")
 
 
 def pooled_markdown(pooled: Pooled) -> str:
