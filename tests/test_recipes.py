@@ -23,6 +23,10 @@ def test_the_pretrain_recipe_is_the_papers_objective_and_the_others_are_not():
     assert (paper.guidance_input, paper.prediction, paper.flow_loss, paper.guidance_radius) == \
         ("sparse", "flow", "discrete", 0.0)
     assert quickstart_config("pretrain-long").model == paper
+    # pretrain-long is our recipe, not a preset: it adds the colour augmentation measured for transfer
+    long_data, paper_data = quickstart_config("pretrain-long").data, quickstart_config("pretrain").data
+    assert (long_data.colour_jitter, long_data.gray_prob) == (0.4, 0.2)
+    assert (paper_data.colour_jitter, paper_data.gray_prob) == (0.0, 0.0)
     for recipe in ("quickstart", "long"):
         assert quickstart_config(recipe).model.prediction == "residual"
 
@@ -228,12 +232,12 @@ def test_a_run_is_continued_only_with_the_settings_it_was_started_with(tmp_path,
     import json
 
     qs, tiny, synth = _tiny_pretrain_long(monkeypatch, 3)
-    out, colour = tmp_path / "qs", ["data.colour_jitter=0.4", "data.gray_prob=0.2"]
+    out, colour = tmp_path / "qs", ["data.colour_jitter=0.2", "data.gray_prob=0.1"]   # not the recipe's own
     qs.run_quickstart(out, overrides=[*tiny, *colour], log=lambda *_: None, real=False, synth=synth,
                       recipe="pretrain-long", time_limit_min=1e-6)                # stops after one iteration
     metrics = (out / "run" / "metrics.jsonl").read_text()
-    with pytest.raises(InputError, match=r"its run was started with data.colour_jitter=0.4, data.gray_prob=0.2, "
-                                         r"this command gives data.colour_jitter=0.0, data.gray_prob=0.0; give the "
+    with pytest.raises(InputError, match=r"its run was started with data.colour_jitter=0.2, data.gray_prob=0.1, "
+                                         r"this command gives data.colour_jitter=0.4, data.gray_prob=0.2; give the "
                                          r"overrides it was started with.*--force"):
         qs.run_quickstart(out, overrides=tiny, log=lambda *_: None, real=False, synth=synth, recipe="pretrain-long")
     assert (out / "run" / "metrics.jsonl").read_text() == metrics                 # refused before training

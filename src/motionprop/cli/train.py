@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "2 cores; a CPU with native bf16 takes a fifth to a half of them: train.amp=auto); "
                    "pretrain-long: configs/pretrain_long.yaml, the encoder that beat random init in "
                    "docs/transfer.md, 22000 iterations (the first 16000 with 5940 more synthetic pairs, then "
-                   "the real video without them): 1-3 hours with native bf16, best with your own --video")
+                   "the real video without them), with colour augmentation: 1-3 hours with native bf16, best "
+                   "with your own --video")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop training with a checkpoint after this many minutes; the same command "
                    "continues it (default: 20 for the quickstart, 70 for long, 35 for pretrain: over twice "
