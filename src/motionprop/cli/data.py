@@ -36,7 +36,8 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="generate built-in training data (synthetic clips with exact flow)",
         description="Generate FlyingChairs-style training clips with exact optical flow and object masks:\n"
         "photos bundled with scikit-image (no download) as background and as textures of random\n"
-        "smooth objects, each layer moving by its own random translation, rotation and scale.",
+        "smooth objects, each layer moving by its own random translation, rotation and scale\n"
+        "(--articulated: some objects are bodies whose limbs turn about their joints).",
         epilog=SYNTH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty, or an earlier synth run)")
     parser.add_argument("--num-pairs", type=int, default=660, metavar="N", help="frame pairs in total, train + val (default: 660)")
@@ -51,6 +52,9 @@ def _register_synth(subparsers: argparse._SubParsersAction) -> None:
                         "(the original release's 8-bit x/y pair, +-50 px)")
     parser.add_argument("--max-flow", type=float, default=45.0, metavar="PX",
                         help="bound on any flow vector, pixels (default: 45; the model's range is 50)")
+    parser.add_argument("--articulated", type=float, default=0.0, metavar="F",
+                        help="fraction of objects that are articulated bodies: a torso with 2-4 limbs cut from "
+                        "other photos, each turning about its joint (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--list-prefix", default=None, metavar="PREFIX",
                         help="write list paths as PREFIX/frames/... (default: relative to the lists folder)")
@@ -89,7 +93,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         min_objects, max_objects = parse_range(args.objects, "objects")
         config = SynthConfig(height=height, width=width, num_pairs=args.num_pairs, val_fraction=args.val_fraction,
                              frames_per_clip=args.frames_per_clip, min_objects=min_objects, max_objects=max_objects,
-                             flow_format=args.flow_format, max_flow=args.max_flow, seed=args.seed)
+                             flow_format=args.flow_format, max_flow=args.max_flow, seed=args.seed,
+                             articulated=args.articulated)
         config.validate()
     start = time.perf_counter()
     summary = generate(args.out, config, list_prefix=args.list_prefix)

@@ -150,11 +150,13 @@ def write_lists(root: str | os.PathLike, lines: dict[str, list[str]]) -> dict[st
 
 
 def check_output_folder(root: str | os.PathLike, meta_name: str, config: dict, what: str,
-                        resumable: Sequence[str] = ()) -> None:
+                        resumable: Sequence[str] = (), added: dict | None = None) -> None:
     """Refuse an output folder holding anything but an earlier run of the same kind and parameters.
 
     ``meta_name`` is the run's record (``synth.json``, ``prepare.json``) with the
     parameters under ``"config"``; those in ``resumable`` may change between runs.
+    ``added`` maps parameters added after some folders were written to the value
+    such a folder, whose record lacks them, was made with.
     An empty or missing folder is fine, and so is one holding only temporary
     files of ``meta_name`` (another process about to write it: a concurrent shard).
     """
@@ -173,8 +175,9 @@ def check_output_folder(root: str | os.PathLike, meta_name: str, config: dict, w
         previous = json.loads(meta_path.read_text())["config"]
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{meta_path} is unreadable ({exc}); delete it or choose another output folder") from exc
-    changed = [f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in config.items()
-               if k not in resumable and previous.get(k) != v]
+    before = {**(added or {}), **previous}
+    changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in config.items()
+               if k not in resumable and before.get(k) != v]
     if changed:
         raise InputError(f"{root} holds {what} made with other parameters ({'; '.join(changed)}); "
                          "use the same ones to resume, or choose another output folder")

@@ -3,7 +3,10 @@
 FlyingChairs-style scenes made from natural photos shipped inside scikit-image
 (no download): a background photo moving by its own similarity motion
 (translation, rotation, scale) and a few foreground objects -- smooth random
-shapes cut out of other photos -- each moving by an independent one. Every frame
+shapes cut out of other photos -- each moving by an independent one; optionally
+some objects are articulated bodies: a torso with limbs cut from *other* photos,
+each limb turning about its joint while the body moves, so that differently
+coloured parts move together without moving rigidly. Every frame
 is rendered by backward warping (the inverse of each layer's placement, with
 ``cv2.warpAffine(..., WARP_INVERSE_MAP)``), so the pixel that frame ``t`` shows at
 ``(x, y)`` is shown by frame ``t+1`` exactly at ``(x, y) + flow(x, y)``.
@@ -14,8 +17,8 @@ Conventions:
   (down), in pixels, integer coordinates at pixel centres (OpenCV's convention).
 * Depth order: layer 0 is the background, object ``k`` (1..N) is in front of
   every object with a smaller index. The mask of a frame is this index map
-  (0 = background), and where objects overlap the front one wins, in the image,
-  the mask and the flow.
+  (0 = background; every part of a body carries its body's index), and where
+  objects overlap the front one wins, in the image, the mask and the flow.
 * A pixel whose object is hidden or out of view in the next frame keeps its
   true motion in the flow (it is occluded, not invalid).
 
@@ -75,7 +78,16 @@ OBJECT_ROTATION = 12.0
 OBJECT_SCALE = 0.07
 OBJECT_DIAMETER = (0.2, 0.55)  # fraction of the short side
 MOTION_TRIES = 20
+LIMBS = (2, 4)                 # limbs of an articulated body
+LIMB_LENGTH = (0.45, 0.8)      # fraction of the torso's canvas
+LIMB_WIDTH = (0.14, 0.24)
+SECOND_SEGMENT = 0.5           # probability that a limb has a second segment (a forearm)
+LIMB_ROTATION = 15.0           # degrees per frame about the joint, relative to the part it hangs on
 TEXTURE_BLUR = 0.7             # Gaussian sigma, in output pixels, applied to every texture
+
+
+# Fields of SynthConfig added after data sets were written, with the value such a data set was made with.
+ADDED_FIELDS = {"articulated": 0.0}
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class SynthConfig:
     flow_format: str = "flo"
     max_flow: float = 45.0
     seed: int = 0
+    articulated: float = 0.0   # fraction of objects that are articulated bodies
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first invalid field."""
@@ -111,6 +124,14 @@ class SynthConfig:
             raise InputError(f"max_flow must be a number of pixels above 1, got {self.max_flow}")
         if self.seed < 0:  # numpy's generators take no negative seed
             raise InputError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.articulated <= 1:
+            raise InputError(f"articulated must be a fraction in [0, 1], got {self.articulated}")
+
+    def record(self) -> dict:
+        """The parameters as ``synth.json`` stores them: fields added later (:data:`ADDED_FIELDS`) are left
+        out at the value folders written before them were made with, so those folders resume and the
+        same data set keeps the same record."""
+        return {k: v for k, v in asdict(self).items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
     @property
     def num_clips(self) -> int:
@@ -263,6 +284,18 @@ def blob_shape(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(cv2.GaussianBlur(hard, (0, 0), 0.7), 0, 1)
 
 
+def limb_shape(rng: np.random.Generator, length: int, width: int) -> np.ndarray:
+    """Alpha ``(width, length)`` float32 of a limb along x: a capsule tapering by up to a third, anti-aliased."""
+    half = width / 2 - 1
+    xs = np.arange(length, dtype=np.float32)
+    ys = np.arange(width, dtype=np.float32)[:, None] - (width - 1) / 2
+    taper = 1 - rng.uniform(0, 0.33) * xs / max(1, length - 1)  # radius along the limb
+    core = np.clip(xs, half, length - 1 - half)                    # nearest point on the axis
+    dist = np.hypot(xs - core, ys)
+    radius = half * taper[np.clip(np.rint(core).astype(int), 0, length - 1)]
+    return np.clip(radius - dist + 0.5, 0, 1).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- layers and rendering
 
 
@@ -277,31 +310,20 @@ def similarity(center: Sequence[float], angle_deg: float, scale: float,
                      [0, 0, 1]], np.float64)
 
 
-@dataclass
-class Layer:
-    """One moving layer: a texture, its shape and its motion, in depth order of a scene.
+class Placed:
+    """What rendering needs of a layer: its texture, alpha and placement in each frame; the rest follows.
 
-    At frame ``t`` the texture's centre sits at ``center + t * shift`` and the
-    texture is rotated by ``angle0 + t * angle`` degrees and scaled by
-    ``scale0 * scale**t``: a constant motion in the layer's own frame.
+    Subclasses define :meth:`placement`; ``label`` is the mask value of the layer
+    (None: its index in the scene).
     """
 
-    texture: np.ndarray              # (h, w, 3) float32 RGB, 0..255
-    alpha: np.ndarray | None         # (h, w) float32 in 0..1; None = opaque and unbounded
-    center: tuple[float, float]      # frame position of the texture centre at frame 0
-    angle0: float = 0.0
-    scale0: float = 1.0
-    shift: tuple[float, float] = (0.0, 0.0)  # per-frame translation, pixels
-    angle: float = 0.0               # per-frame rotation, degrees
-    scale: float = 1.0               # per-frame scale factor
+    texture: np.ndarray
+    alpha: np.ndarray | None
+    label: int | None
 
     def placement(self, t: int) -> np.ndarray:
         """3x3 matrix mapping texture pixel coordinates to frame ``t`` coordinates."""
-        h, w = self.texture.shape[:2]
-        tex_center = ((w - 1) / 2, (h - 1) / 2)
-        cx, cy = self.center[0] + t * self.shift[0], self.center[1] + t * self.shift[1]
-        rotate = similarity(tex_center, self.angle0 + t * self.angle, self.scale0 * self.scale**t)
-        return similarity((0, 0), 0, 1, (cx - tex_center[0], cy - tex_center[1])) @ rotate
+        raise NotImplementedError
 
     def motion(self, t: int) -> np.ndarray:
         """3x3 matrix mapping frame ``t`` coordinates to frame ``t+1`` coordinates."""
@@ -326,6 +348,58 @@ class Layer:
 
 
 @dataclass
+class Layer(Placed):
+    """One moving layer: a texture, its shape and its motion, in depth order of a scene.
+
+    At frame ``t`` the texture's centre sits at ``center + t * shift`` and the
+    texture is rotated by ``angle0 + t * angle`` degrees and scaled by
+    ``scale0 * scale**t``: a constant motion in the layer's own frame.
+    """
+
+    texture: np.ndarray              # (h, w, 3) float32 RGB, 0..255
+    alpha: np.ndarray | None         # (h, w) float32 in 0..1; None = opaque and unbounded
+    center: tuple[float, float]      # frame position of the texture centre at frame 0
+    angle0: float = 0.0
+    scale0: float = 1.0
+    shift: tuple[float, float] = (0.0, 0.0)  # per-frame translation, pixels
+    angle: float = 0.0               # per-frame rotation, degrees
+    scale: float = 1.0               # per-frame scale factor
+    label: int | None = None
+
+    def placement(self, t: int) -> np.ndarray:
+        """3x3 matrix mapping texture pixel coordinates to frame ``t`` coordinates."""
+        h, w = self.texture.shape[:2]
+        tex_center = ((w - 1) / 2, (h - 1) / 2)
+        cx, cy = self.center[0] + t * self.shift[0], self.center[1] + t * self.shift[1]
+        rotate = similarity(tex_center, self.angle0 + t * self.angle, self.scale0 * self.scale**t)
+        return similarity((0, 0), 0, 1, (cx - tex_center[0], cy - tex_center[1])) @ rotate
+
+
+@dataclass
+class Part(Placed):
+    """A limb: a layer hinged on another one (its ``parent``), turning about the joint.
+
+    The point ``anchor`` of this texture stays on the point ``parent_anchor`` of the
+    parent's texture, and the part is turned by ``angle0 + t * angle`` degrees in the
+    parent's texture frame: it moves with its parent and turns on its own.
+    """
+
+    texture: np.ndarray
+    alpha: np.ndarray
+    parent: Placed
+    parent_anchor: tuple[float, float]  # joint, in the parent's texture pixels
+    anchor: tuple[float, float]         # joint, in this texture's pixels
+    angle0: float = 0.0
+    angle: float = 0.0                  # per-frame rotation about the joint, degrees
+    label: int | None = None
+
+    def placement(self, t: int) -> np.ndarray:
+        """The parent's placement after this part's turn about the joint."""
+        hinge = similarity((0, 0), self.angle0 + t * self.angle, 1.0, self.parent_anchor)
+        return self.parent.placement(t) @ hinge @ similarity((0, 0), 0, 1, (-self.anchor[0], -self.anchor[1]))
+
+
+@dataclass
 class Clip:
     """Rendered frames with their ground truth: ``T`` frames, ``T-1`` flows, ``T`` masks."""
 
@@ -343,13 +417,14 @@ def affine_flow(motion: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([u, v], axis=-1).astype(np.float32)
 
 
-def render_frame(layers: Sequence[Layer], t: int, height: int, width: int,
+def render_frame(layers: Sequence[Placed], t: int, height: int, width: int,
                  with_flow: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Frame ``t`` of a scene: image ``(H, W, 3)`` uint8, mask ``(H, W)`` uint8, flow to ``t+1`` or None.
 
     Layers are drawn back to front by backward warping (each output pixel samples
     its layer's texture at the inverse placement). The image blends soft object
-    edges; mask and flow take the front layer whose alpha exceeds 0.5.
+    edges; mask and flow take the front layer whose alpha exceeds 0.5 (the mask its
+    ``label``, or its index when the label is None).
     """
     import cv2
 
@@ -366,13 +441,13 @@ def render_frame(layers: Sequence[Layer], t: int, height: int, width: int,
             alpha = cv2.warpAffine(layer.alpha, inverse, borderMode=cv2.BORDER_CONSTANT, borderValue=0, **warp)
             image += alpha[:, :, None] * (colour - image)
             visible = alpha > 0.5
-        mask[visible] = index
+        mask[visible] = index if layer.label is None else layer.label
         if flow is not None and visible.any():
             flow[visible] = affine_flow(layer.motion(t), height, width)[visible]
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, flow
 
 
-def render_clip(layers: Sequence[Layer], num_frames: int, height: int, width: int) -> Clip:
+def render_clip(layers: Sequence[Placed], num_frames: int, height: int, width: int) -> Clip:
     """All ``num_frames`` frames, masks, and the ``num_frames - 1`` flows of a scene."""
     clip = Clip()
     for t in range(num_frames):
@@ -404,9 +479,73 @@ def _set_bounded_motion(rng: np.random.Generator, layer: Layer, limits: tuple[fl
         layer.angle, layer.scale = layer.angle / 2, math.sqrt(layer.scale)
 
 
+def random_body(rng: np.random.Generator, photos: Sequence[np.ndarray], torso: Layer, label: int) -> list[Placed]:
+    """The parts of an articulated body around ``torso`` (whose motion is set later), back to front.
+
+    2-4 limbs, each from a photo other than the torso's and hinged at a point inside
+    it, pointing outwards; half of them carry a second segment at their far end from
+    yet another photo. Each limb is behind or in front of the torso at random.
+    """
+    size = torso.texture.shape[0]
+    torso_centre = ((size - 1) / 2, (size - 1) / 2)
+    behind: list[Placed] = []
+    front: list[Placed] = []
+    for _ in range(int(rng.integers(LIMBS[0], LIMBS[1] + 1))):
+        direction = rng.uniform(-180, 180)
+        reach = rng.uniform(0.12, 0.25) * size
+        joint = (torso_centre[0] + reach * math.cos(math.radians(direction)),
+                 torso_centre[1] + reach * math.sin(math.radians(direction)))
+        segments: list[Placed] = []
+        parent, parent_joint = torso, joint
+        length = max(8, int(round(rng.uniform(*LIMB_LENGTH) * size)))
+        thickness = max(4, int(round(rng.uniform(*LIMB_WIDTH) * size)))
+        angle0 = direction + rng.uniform(-60, 60)
+        for segment in range(2):
+            texture = crop_texture(rng, photos[int(rng.integers(len(photos)))], thickness, length, (0.25, 1.0))
+            part = Part(texture, limb_shape(rng, length, thickness), parent, parent_joint,
+                        anchor=(thickness / 2, (thickness - 1) / 2), angle0=angle0, label=label)
+            segments.append(part)
+            if segment == 1 or rng.random() >= SECOND_SEGMENT:
+                break
+            parent, parent_joint = part, (length - 1 - thickness / 2, (thickness - 1) / 2)
+            length = max(8, int(round(length * rng.uniform(0.7, 1.0))))
+            thickness = max(4, int(round(thickness * rng.uniform(0.8, 1.0))))
+            angle0 = rng.uniform(-90, 90)
+        (behind if rng.random() < 0.5 else front).extend(segments)
+    return behind + [torso] + front
+
+
+def _set_bounded_body_motion(rng: np.random.Generator, parts: Sequence[Placed], torso: Layer,
+                             num_frames: int, width: int, height: int, max_flow: float) -> None:
+    """Give the torso an object's random motion and every joint a random turn, all parts' flow below
+    ``max_flow`` (redraw, then damp every motion together)."""
+    joints = [p for p in parts if isinstance(p, Part)]
+
+    def worst() -> float:
+        return max(p.max_flow(num_frames, width, height) for p in parts)
+
+    short = min(height, width)
+    for _ in range(MOTION_TRIES):
+        for name, value in _random_motion(rng, OBJECT_SHIFT * short, OBJECT_ROTATION, OBJECT_SCALE).items():
+            setattr(torso, name, value)
+        for part in joints:
+            part.angle = rng.uniform(-LIMB_ROTATION, LIMB_ROTATION)
+        if worst() <= max_flow:
+            return
+    while worst() > max_flow:
+        torso.shift = (torso.shift[0] / 2, torso.shift[1] / 2)
+        torso.angle, torso.scale = torso.angle / 2, math.sqrt(torso.scale)
+        for part in joints:
+            part.angle /= 2
+
+
 def random_scene(rng: np.random.Generator, photos: Sequence[np.ndarray], height: int, width: int,
-                 num_frames: int, num_objects: int, max_flow: float) -> list[Layer]:
-    """Background plus ``num_objects`` objects (back to front) with random textures, shapes and motions."""
+                 num_frames: int, num_objects: int, max_flow: float, articulated: float = 0.0) -> list[Placed]:
+    """Background plus ``num_objects`` objects (back to front) with random textures, shapes and motions;
+    each object is an articulated body (:func:`random_body`) with probability ``articulated``.
+
+    With ``articulated`` 0 the scene draws the same random numbers as before bodies existed, so
+    data sets written then are reproduced byte for byte."""
     short = min(height, width)
     order = rng.permutation(len(photos))
     margin = int(round(BACKGROUND_MARGIN * max(height, width)))
@@ -414,14 +553,19 @@ def random_scene(rng: np.random.Generator, photos: Sequence[np.ndarray], height:
                        None, center=((width - 1) / 2, (height - 1) / 2))
     _set_bounded_motion(rng, background, (BACKGROUND_SHIFT * short, BACKGROUND_ROTATION, BACKGROUND_SCALE),
                         num_frames, width, height, max_flow)
-    layers = [background]
+    layers: list[Placed] = [background]
     for k in range(num_objects):
         size = max(8, int(round(rng.uniform(*OBJECT_DIAMETER) * short / 0.84)))
         shape = star_shape(rng, size) if rng.random() < 0.5 else blob_shape(rng, size)
         photo = photos[order[1 + k % (len(photos) - 1)]]
         obj = Layer(crop_texture(rng, photo, size, size, (0.25, 1.0)), shape,
                     center=(rng.uniform(0.1, 0.9) * (width - 1), rng.uniform(0.1, 0.9) * (height - 1)),
-                    angle0=rng.uniform(-180, 180), scale0=1.0)
+                    angle0=rng.uniform(-180, 180), scale0=1.0, label=k + 1)
+        if articulated > 0 and rng.random() < articulated:
+            parts = random_body(rng, photos, obj, label=k + 1)
+            _set_bounded_body_motion(rng, parts, obj, num_frames, width, height, max_flow)
+            layers.extend(parts)
+            continue
         _set_bounded_motion(rng, obj, (OBJECT_SHIFT * short, OBJECT_ROTATION, OBJECT_SCALE),
                             num_frames, width, height, max_flow)
         layers.append(obj)
@@ -433,7 +577,8 @@ def make_clip(config: SynthConfig, index: int, photos: Sequence[np.ndarray]) -> 
     rng = np.random.default_rng([config.seed, index])
     num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
     num_frames = config.clip_frames(index)
-    layers = random_scene(rng, photos, config.height, config.width, num_frames, num_objects, config.max_flow)
+    layers = random_scene(rng, photos, config.height, config.width, num_frames, num_objects, config.max_flow,
+                          config.articulated)
     return render_clip(layers, num_frames, config.height, config.width)
 
 
@@ -513,9 +658,9 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig = SynthConfig(), li
     config.validate()
     root = Path(out_dir)
     layout.check_list_prefix(list_prefix)
-    layout.check_output_folder(root, "synth.json", asdict(config), "synthetic data")
+    layout.check_output_folder(root, "synth.json", asdict(config), "synthetic data", added=ADDED_FIELDS)
     remove_stale_temporaries(root, recursive=True)  # of an earlier run killed with -9
-    meta = {"format_version": FORMAT_VERSION, "generator": "motionprop synth", "config": asdict(config),
+    meta = {"format_version": FORMAT_VERSION, "generator": "motionprop synth", "config": config.record(),
             "photos": list(COLOR_PHOTOS + GRAY_PHOTOS), "list_prefix": list_prefix,
             "clips": {"train": config.num_clips - config.num_val_clips, "val": config.num_val_clips}}
     layout.write_text_if_changed(root / "synth.json", json.dumps(meta, indent=2) + "\n")
