@@ -654,6 +654,13 @@ def test_paired_differences_count_clips_above_and_below_every_random_seed():
     assert "one-sided p = 0.625" in line           # sign patterns of (3, 10, 30) with a sum >= -17: 5 of 8
     del random_entry["tasks"]["probe"]["seed_clips"]        # results.json written before per-seed scores were kept
     assert "every random seed" not in "".join(_paired_differences(results, "probe"))
+    # Two random inits of one architecture listed apart: the encoder is compared with each, not with the last.
+    other = {"name": "random:resnet18:2", "kind": "random init", "arch": "resnet18",
+             "tasks": {"probe": result({"a": 0.50, "b": 0.40, "c": 0.05})}}
+    results["encoders"].append(other)
+    lines = "".join(_paired_differences(results, "probe"))
+    assert "ckpt minus random:resnet18:0,1" in lines and "a +3.0, b +10.0, c -30.0" in lines
+    assert "ckpt minus random:resnet18:2" in lines and "a +8.0, b -5.0, c +5.0" in lines
 
 
 def test_sign_flip_p_is_exact_for_few_clips_and_sampled_for_many():

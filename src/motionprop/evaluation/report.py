@@ -89,11 +89,16 @@ def results_markdown(results: dict) -> str:
 
 
 def random_pairs(results: dict, task: str) -> list[tuple[dict, dict | None]]:
-    """Each pre-trained encoder scored on ``task`` with the random init of its architecture scored on it in the
-    same results (None when there is none): the pairs whose per-clip differences are compared."""
-    randoms = {e["arch"]: e for e in results["encoders"] if e["kind"] == "random init" and task in e["tasks"]}
-    return [(entry, randoms.get(entry["arch"])) for entry in results["encoders"]
-            if entry["kind"] != "random init" and task in entry["tasks"]]
+    """Each pre-trained encoder scored on ``task`` with each random init of its architecture scored on it in
+    the same results (one pair with None when there is none): the pairs whose per-clip differences are
+    compared. Random inits listed separately (``random:resnet18:0 random:resnet18:1``) give a pair each."""
+    randoms = [e for e in results["encoders"] if e["kind"] == "random init" and task in e["tasks"]]
+    pairs: list[tuple[dict, dict | None]] = []
+    for entry in results["encoders"]:
+        if entry["kind"] != "random init" and task in entry["tasks"]:
+            refs = [r for r in randoms if r["arch"] == entry["arch"]]
+            pairs += [(entry, ref) for ref in refs] or [(entry, None)]
+    return pairs
 
 
 def clip_differences(entry: dict, ref: dict, task: str, clips) -> list[float]:
