@@ -482,9 +482,10 @@ def _set_bounded_motion(rng: np.random.Generator, layer: Layer, limits: tuple[fl
 def random_body(rng: np.random.Generator, photos: Sequence[np.ndarray], torso: Layer, label: int) -> list[Placed]:
     """The parts of an articulated body around ``torso`` (whose motion is set later), back to front.
 
-    2-4 limbs, each from a photo other than the torso's and hinged at a point inside
-    it, pointing outwards; half of them carry a second segment at their far end from
-    yet another photo. Each limb is behind or in front of the torso at random.
+    2-4 limbs, each segment textured from a photo drawn at random (so mostly not the
+    torso's; it may be) and hinged at a point inside the torso, pointing outwards; half
+    of them carry a second segment at their far end. Each limb is behind or in front of
+    the torso at random.
     """
     size = torso.texture.shape[0]
     torso_centre = ((size - 1) / 2, (size - 1) / 2)
