@@ -467,16 +467,25 @@ def _random_motion(rng: np.random.Generator, shift: float, rotation: float, scal
 
 
 def _set_bounded_motion(rng: np.random.Generator, layer: Layer, limits: tuple[float, float, float],
-                        num_frames: int, width: int, height: int, max_flow: float) -> None:
-    """Give ``layer`` a random motion whose flow stays below ``max_flow`` (redraw, then damp)."""
+                        num_frames: int, width: int, height: int, max_flow: float,
+                        joints: Sequence[Part] = ()) -> None:
+    """Give ``layer`` a random motion, and each of the ``joints`` hinged on it a random turn, whose flow stays
+    below ``max_flow`` in every one of them (redraw, then damp every motion together)."""
+    def worst() -> float:
+        return max(p.max_flow(num_frames, width, height) for p in (layer, *joints))
+
     for _ in range(MOTION_TRIES):
         for name, value in _random_motion(rng, *limits).items():
             setattr(layer, name, value)
-        if layer.max_flow(num_frames, width, height) <= max_flow:
+        for part in joints:
+            part.angle = rng.uniform(-LIMB_ROTATION, LIMB_ROTATION)
+        if worst() <= max_flow:
             return
-    while layer.max_flow(num_frames, width, height) > max_flow:
+    while worst() > max_flow:
         layer.shift = (layer.shift[0] / 2, layer.shift[1] / 2)
         layer.angle, layer.scale = layer.angle / 2, math.sqrt(layer.scale)
+        for part in joints:
+            part.angle /= 2
 
 
 def random_body(rng: np.random.Generator, photos: Sequence[np.ndarray], torso: Layer, label: int) -> list[Placed]:
@@ -516,30 +525,6 @@ def random_body(rng: np.random.Generator, photos: Sequence[np.ndarray], torso: L
     return behind + [torso] + front
 
 
-def _set_bounded_body_motion(rng: np.random.Generator, parts: Sequence[Placed], torso: Layer,
-                             num_frames: int, width: int, height: int, max_flow: float) -> None:
-    """Give the torso an object's random motion and every joint a random turn, all parts' flow below
-    ``max_flow`` (redraw, then damp every motion together)."""
-    joints = [p for p in parts if isinstance(p, Part)]
-
-    def worst() -> float:
-        return max(p.max_flow(num_frames, width, height) for p in parts)
-
-    short = min(height, width)
-    for _ in range(MOTION_TRIES):
-        for name, value in _random_motion(rng, OBJECT_SHIFT * short, OBJECT_ROTATION, OBJECT_SCALE).items():
-            setattr(torso, name, value)
-        for part in joints:
-            part.angle = rng.uniform(-LIMB_ROTATION, LIMB_ROTATION)
-        if worst() <= max_flow:
-            return
-    while worst() > max_flow:
-        torso.shift = (torso.shift[0] / 2, torso.shift[1] / 2)
-        torso.angle, torso.scale = torso.angle / 2, math.sqrt(torso.scale)
-        for part in joints:
-            part.angle /= 2
-
-
 def random_scene(rng: np.random.Generator, photos: Sequence[np.ndarray], height: int, width: int,
                  num_frames: int, num_objects: int, max_flow: float, articulated: float = 0.0) -> list[Placed]:
     """Background plus ``num_objects`` objects (back to front) with random textures, shapes and motions;
@@ -564,12 +549,11 @@ def random_scene(rng: np.random.Generator, photos: Sequence[np.ndarray], height:
                     angle0=rng.uniform(-180, 180), scale0=1.0, label=k + 1)
         if articulated > 0 and rng.random() < articulated:
             parts = random_body(rng, photos, obj, label=k + 1)
-            _set_bounded_body_motion(rng, parts, obj, num_frames, width, height, max_flow)
-            layers.extend(parts)
-            continue
+        else:
+            parts = [obj]
         _set_bounded_motion(rng, obj, (OBJECT_SHIFT * short, OBJECT_ROTATION, OBJECT_SCALE),
-                            num_frames, width, height, max_flow)
-        layers.append(obj)
+                            num_frames, width, height, max_flow, [p for p in parts if isinstance(p, Part)])
+        layers.extend(parts)
     return layers
 
 
