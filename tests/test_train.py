@@ -362,3 +362,24 @@ def test_a_resume_with_other_training_lists_continues_on_the_new_data(tiny_data,
     trained = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, straight[k])]
     assert trained and any(not torch.equal(phased[k], straight[k]) for k in trained)  # other data, other weights
     assert all(not torch.equal(phased[k], start[k]) for k in trained)  # the new phase trained every one of them
+
+
+@pytest.mark.parametrize("text, expected", [("90", 90.0), ("90m", 90.0), ("90min", 90.0), ("1.5h", 90.0),
+                                            ("2h30m", 150.0), (" 45 ", 45.0), ("0.5", 0.5)])
+def test_time_limit_reads_minutes_or_hours_for_train_and_quickstart(text, expected):
+    from motionprop.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--out", "r", "--time-limit", text]).time_limit == expected
+    assert parser.parse_args(["quickstart", "--out", "q", "--time-limit", text]).time_limit == expected
+
+
+@pytest.mark.parametrize("text", ["80x", "nan", "inf", "-5", "h", "1.5.2", ""])
+def test_time_limit_refuses_what_is_not_a_duration_naming_the_option(text, capsys):
+    from motionprop.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["train", "--out", "r", "--time-limit", text])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--time-limit" in err and "1.5h" in err and repr(text) in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 TRAIN_EPILOG = """\
 examples:
@@ -42,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="delete an existing RUN_DIR and start over")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES",
-                   help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--time-limit", type=minutes, metavar="MINUTES",
+                   help="stop (with a checkpoint) after this long: minutes (90, 90m) or hours (1.5h, 2h30m)")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tensorboard (needs tensorboard)")
     p.set_defaults(func=run_train)
@@ -70,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "docs/transfer.md, 22000 iterations (the first 16000 with 5940 more synthetic pairs, then "
                    "the real video without them), with colour augmentation: 1-3 hours with native bf16, best "
                    "with your own --video")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop training with a checkpoint after this many minutes; the same command "
+    p.add_argument("--time-limit", type=minutes, default=None, metavar="MINUTES",
+                   help="stop training with a checkpoint after this long (90, 90m, 1.5h, 2h30m); the same command "
                    "continues it (default: 20 for the quickstart, 70 for long, 35 for pretrain: over twice "
                    "their time on 2 cores of an AMD EPYC with AVX2; 1440 for pretrain-long)")
     p.add_argument("--no-real-video", action="store_true",
@@ -141,13 +142,25 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_time_limit(minutes: float | None) -> None:
+_DURATION = re.compile(r"(?:(?P<h>\d+(?:\.\d*)?|\.\d+)h)?(?:(?P<m>\d+(?:\.\d*)?|\.\d+)(?:m|min)?)?")
+
+
+def minutes(text: str) -> float:
+    """A duration as minutes: a number of minutes (``90``, ``90m``, ``90min``), of hours (``1.5h``) or both
+    (``2h30m``), so a limit can be written the way people say it; argparse names the option on failure."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or (match["h"] is None and match["m"] is None):
+        raise argparse.ArgumentTypeError(f"expected minutes or hours such as 90, 90m, 1.5h or 2h30m, got {text!r}")
+    return float(match["h"] or 0) * 60 + float(match["m"] or 0)
+
+
+def _check_time_limit(limit: float | None) -> None:
     import math
 
     from ..errors import InputError
 
-    if minutes is not None and not 0 < minutes < math.inf:
-        raise InputError(f"--time-limit must be a positive number of minutes, got {minutes}")
+    if limit is not None and not 0 < limit < math.inf:
+        raise InputError(f"--time-limit must be a positive number of minutes, got {limit:g}")
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
