@@ -149,7 +149,7 @@ def minutes(text: str) -> float:
     """A duration as minutes: a number of minutes (``90``, ``90m``, ``90min``), of hours (``1.5h``) or both
     (``2h30m``), so a limit can be written the way people say it; argparse names the option on failure."""
     match = _DURATION.fullmatch(text.strip().lower())
-    if not text.strip() or match is None or (match["h"] is None and match["m"] is None):
+    if match is None or (match["h"] is None and match["m"] is None):  # also "" and "  "
         raise argparse.ArgumentTypeError(f"expected minutes or hours such as 90, 90m, 1.5h or 2h30m, got {text!r}")
     return float(match["h"] or 0) * 60 + float(match["m"] or 0)
 
