@@ -62,14 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.add_argument("--force", action="store_true", help="retrain from scratch (the data is kept)")
     p.add_argument("--recipe", choices=("quickstart", "long", "pretrain", "pretrain-long"), default="quickstart",
-                   help="quickstart: configs/quickstart.yaml, about 9 minutes (default); long: "
+                   help="quickstart: configs/quickstart.yaml, about 6-9 minutes (default); long: "
                    "configs/long.yaml, the same network trained 4x longer (2000 iterations, about 30 "
                    "minutes); pretrain: configs/pretrain.yaml, the paper's objective (sparse input, "
                    "bins) to pre-train an encoder for 'motionprop transfer', about 11 minutes (times in float32 on "
                    "2 cores; a CPU with native bf16 takes a fifth to a half of them: train.amp=auto); "
                    "pretrain-long: configs/pretrain_long.yaml, the encoder that beat random init in "
                    "docs/transfer.md, 22000 iterations (the first 16000 with 5940 more synthetic pairs, then "
-                   "the real video without them), with colour augmentation: 1-3 hours with native bf16, best "
+                   "the real video without them), with colour augmentation: 1-3 hours with native bf16 (about 9 "
+                   "in float32), best "
                    "with your own --video")
     p.add_argument("--time-limit", type=minutes, default=None, metavar="MINUTES",
                    help="stop training with a checkpoint after this long (90, 90m, 1.5h, 2h30m); the same command "
