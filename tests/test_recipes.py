@@ -106,6 +106,26 @@ def test_the_summary_points_the_pretrain_recipe_at_transfer(recipe, tmp_path):
     assert ("--features previous" in text) == (recipe == "pretrain-long")
 
 
+
+@pytest.mark.parametrize("recipe", ["quickstart", "pretrain-long"])
+def test_the_summary_of_a_run_the_time_limit_stopped_says_it_is_unfinished(recipe, tmp_path):
+    from motionprop.train.quickstart import _summary
+    from motionprop.train.trainer import TrainResult
+
+    val = {"epe": 8.9, "epe_nearest": 5.9, "epe_idw": 5.7, "samples": 66}
+    stopped = TrainResult(493, True, tmp_path / "checkpoints" / "iter_0000493", val)
+    summary = _summary(stopped, [], recipe, 22000)
+    text = summary["text"]
+    assert text.startswith(f"{recipe}: stopped by the time limit after 493 of 22000 iterations")
+    assert "unfinished: run the same command again" in text and "train longer" not in text
+    assert "| CMP (493 of 22000 iterations, unfinished) | 8.900 |" in summary["markdown"]
+    assert summary["finished"] is False and summary["total_iterations"] == 22000
+    if recipe == "pretrain-long":  # transfer is pointed at the finished run's checkpoint, not this one
+        assert f"when it has finished, measure it with 'motionprop transfer --davis ROOT --out DIR " \
+               f"{tmp_path / 'checkpoints' / 'iter_0022000'}'" in text
+    finished = _summary(TrainResult(22000, False, tmp_path / "checkpoints" / "iter_0022000", val), [], recipe, 22000)
+    assert finished["finished"] is True and "train longer" in finished["text"] and "unfinished" not in finished["text"]
+
 def test_videos_that_give_no_pairs_are_refused_before_training(tmp_path):
     from motionprop.data.synth import SynthConfig
     from motionprop.train.quickstart import run_quickstart
@@ -173,7 +193,7 @@ def test_pretrain_long_trains_with_the_extra_synthetic_pairs_first_then_without_
     assert config["train"]["total_iter"] == 4 and config["train"]["lr_steps"] == [12800]
     lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["iter"] for m in lines if m["split"] == "train"] == [1, 2, 3, 4]   # one run, resumed at 2
-    assert any("until iteration 2 with the 6 pairs of" in m for m in messages)
+    assert any("until iteration 2 with the 6 training pairs of" in m for m in messages)
     ckpts = sorted(p.name for p in (out / "run" / "checkpoints").iterdir())
     assert ckpts == [f"iter_000000{i}" for i in (1, 2, 3, 4)]
     again = []

@@ -180,14 +180,14 @@ def run_quickstart(out: str | Path, force: bool = False, time_limit_min: float |
     log(f"[2/3] training {cfg.train.total_iter} iterations in {run_dir}"
         f"{' (resuming)' if resume else ''}; stops with a checkpoint after {time_limit_min:g} min")
     if len(phases) > 1:
-        log(f"      until iteration {phases[0].train.total_iter} with the {extra.train_pairs} pairs of "
-            f"{extra.root} too, then without them")
+        log(f"      until iteration {phases[0].train.total_iter} with the {extra.train_pairs} training pairs of "
+            f"{extra.root} too (its other {extra.val_pairs} are not used), then without them")
     result = _train_phases(phases, run_dir, resume, force, time_limit_min, log)
     log("[3/3] example outputs")
     examples = write_examples(result.checkpoint, val_list, out / "examples")
     photo = write_photo_example(result.checkpoint, out / "examples" / "photo.png")
     examples = ([photo] if photo else []) + examples
-    summary = _summary(result, examples, recipe)
+    summary = _summary(result, examples, recipe, cfg.train.total_iter)
     (out / "summary.md").write_text(summary["markdown"])
     (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "markdown"}, indent=1))
     log(summary["text"])
@@ -389,19 +389,30 @@ def _example_points(flow: np.ndarray, rng: np.random.Generator, count: int = 3) 
     return mask
 
 
-def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstart") -> dict[str, Any]:
-    """The final validation against both baselines, as text for the terminal and markdown for summary.md."""
+def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstart",
+             total_iter: int | None = None) -> dict[str, Any]:
+    """The final validation against both baselines, as text for the terminal and markdown for summary.md.
+
+    A run the time limit stopped says so, with how far it got of ``total_iter``, and points the
+    pre-training recipes at the checkpoint the finished run will have rather than at an unfinished encoder.
+    """
     m = result.val
     beats = m["epe"] < m["epe_nearest"] and m["epe"] < m["epe_idw"]
-    verdict = ("CMP propagates motion better than both interpolation baselines"
-               if beats else "CMP does NOT yet beat both interpolation baselines (train longer)")
+    unfinished = result.stopped_early and total_iter is not None and result.iteration < total_iter
+    verdict = ("CMP propagates motion better than both interpolation baselines" if beats
+               else "CMP does NOT yet beat both interpolation baselines "
+               + ("(unfinished: run the same command again)" if unfinished else "(train longer)"))
     if recipe.startswith("pretrain"):  # an encoder for transfer: its flow is not the point
-        verdict += (f".\n     This recipe pre-trains an image encoder: measure it with 'motionprop transfer "
-                    f"--davis ROOT --out DIR {result.checkpoint}'")
+        final = (result.checkpoint.parent / f"iter_{total_iter:07d}" if unfinished and result.checkpoint
+                 else result.checkpoint)
+        verdict += (f".\n     This recipe pre-trains an image encoder: {'when it has finished, ' if unfinished else ''}"
+                    f"measure it with 'motionprop transfer --davis ROOT --out DIR {final}'")
     if recipe == "pretrain-long":
         verdict += (" (docs/transfer.md reads label propagation at layer3: add --task propagation "
                     "--features previous, and the probe at layer4: --task probe)")
-    text = (f"{recipe}: after {result.iteration} iterations, validation end-point error on "
+    progress = (f"stopped by the time limit after {result.iteration} of {total_iter} iterations (the same "
+                f"command continues the run)" if unfinished else f"after {result.iteration} iterations")
+    text = (f"{recipe}: {progress}, validation end-point error on "
             f"{m['samples']} pairs:\n"
             f"  CMP                  {m['epe']:.3f} px\n"
             + (f"  its fill alone       {m['epe_fill']:.3f} px  (the non-learned flow its network corrects)\n"
@@ -411,10 +422,13 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
             f"  -> {verdict}.\n"
             f"checkpoint: {result.checkpoint}\nexamples: {', '.join(str(p) for p in examples)}")
     markdown = ("| method | validation EPE (px) |\n|---|---|\n"
-                f"| CMP ({result.iteration} iterations) | {m['epe']:.3f} |\n"
+                f"| CMP ({result.iteration}{f' of {total_iter}' if unfinished else ''} iterations"
+                f"{', unfinished' if unfinished else ''}) "
+                f"| {m['epe']:.3f} |\n"
                 + (f"| its fill alone (the non-learned flow its network corrects) | {m['epe_fill']:.3f} |\n"
                    if "epe_fill" in m else "")
                 + f"| nearest-guidance fill | {m['epe_nearest']:.3f} |\n"
                 f"| IDW interpolation | {m['epe_idw']:.3f} |\n")
-    return {"iteration": result.iteration, "val": m, "beats_baselines": beats, "text": text,
+    return {"iteration": result.iteration, "total_iterations": total_iter, "finished": not unfinished,
+            "val": m, "beats_baselines": beats, "text": text,
             "markdown": markdown, "checkpoint": str(result.checkpoint), "examples": [str(p) for p in examples]}
