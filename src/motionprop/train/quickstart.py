@@ -399,6 +399,8 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
     m = result.val
     beats = m["epe"] < m["epe_nearest"] and m["epe"] < m["epe_idw"]
     unfinished = result.stopped_early and total_iter is not None and result.iteration < total_iter
+    iterations = (f"{result.iteration} of {total_iter} iterations, unfinished" if unfinished
+                  else f"{result.iteration} iterations")
     verdict = ("CMP propagates motion better than both interpolation baselines" if beats
                else "CMP does NOT yet beat both interpolation baselines "
                + ("(unfinished: run the same command again)" if unfinished else "(train longer)"))
@@ -422,9 +424,7 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
             f"  -> {verdict}.\n"
             f"checkpoint: {result.checkpoint}\nexamples: {', '.join(str(p) for p in examples)}")
     markdown = ("| method | validation EPE (px) |\n|---|---|\n"
-                f"| CMP ({result.iteration}{f' of {total_iter}' if unfinished else ''} iterations"
-                f"{', unfinished' if unfinished else ''}) "
-                f"| {m['epe']:.3f} |\n"
+                f"| CMP ({iterations}) | {m['epe']:.3f} |\n"
                 + (f"| its fill alone (the non-learned flow its network corrects) | {m['epe_fill']:.3f} |\n"
                    if "epe_fill" in m else "")
                 + f"| nearest-guidance fill | {m['epe_nearest']:.3f} |\n"
