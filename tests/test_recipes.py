@@ -106,7 +106,6 @@ def test_the_summary_points_the_pretrain_recipe_at_transfer(recipe, tmp_path):
     assert ("--features previous" in text) == (recipe == "pretrain-long")
 
 
-
 @pytest.mark.parametrize("recipe", ["quickstart", "pretrain-long"])
 def test_the_summary_of_a_run_the_time_limit_stopped_says_it_is_unfinished(recipe, tmp_path):
     from motionprop.train.quickstart import _summary
@@ -125,6 +124,7 @@ def test_the_summary_of_a_run_the_time_limit_stopped_says_it_is_unfinished(recip
                f"{tmp_path / 'checkpoints' / 'iter_0022000'}'" in text
     finished = _summary(TrainResult(22000, False, tmp_path / "checkpoints" / "iter_0022000", val), [], recipe, 22000)
     assert finished["finished"] is True and "train longer" in finished["text"] and "unfinished" not in finished["text"]
+
 
 def test_videos_that_give_no_pairs_are_refused_before_training(tmp_path):
     from motionprop.data.synth import SynthConfig

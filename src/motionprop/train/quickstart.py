@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import Config, config_from_dict
+from .checkpoints import checkpoint_name
 from .trainer import TrainOptions, TrainResult, train
 
 
@@ -399,21 +400,20 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
     m = result.val
     beats = m["epe"] < m["epe_nearest"] and m["epe"] < m["epe_idw"]
     unfinished = result.stopped_early and total_iter is not None and result.iteration < total_iter
-    iterations = (f"{result.iteration} of {total_iter} iterations, unfinished" if unfinished
-                  else f"{result.iteration} iterations")
+    done = f"{result.iteration} of {total_iter} iterations" if unfinished else f"{result.iteration} iterations"
     verdict = ("CMP propagates motion better than both interpolation baselines" if beats
                else "CMP does NOT yet beat both interpolation baselines "
                + ("(unfinished: run the same command again)" if unfinished else "(train longer)"))
     if recipe.startswith("pretrain"):  # an encoder for transfer: its flow is not the point
-        final = (result.checkpoint.parent / f"iter_{total_iter:07d}" if unfinished and result.checkpoint
+        final = (result.checkpoint.parent / checkpoint_name(total_iter) if unfinished and result.checkpoint
                  else result.checkpoint)
         verdict += (f".\n     This recipe pre-trains an image encoder: {'when it has finished, ' if unfinished else ''}"
                     f"measure it with 'motionprop transfer --davis ROOT --out DIR {final}'")
     if recipe == "pretrain-long":
         verdict += (" (docs/transfer.md reads label propagation at layer3: add --task propagation "
                     "--features previous, and the probe at layer4: --task probe)")
-    progress = (f"stopped by the time limit after {result.iteration} of {total_iter} iterations (the same "
-                f"command continues the run)" if unfinished else f"after {result.iteration} iterations")
+    progress = (f"stopped by the time limit after {done} (the same command continues the run)" if unfinished
+                else f"after {done}")
     text = (f"{recipe}: {progress}, validation end-point error on "
             f"{m['samples']} pairs:\n"
             f"  CMP                  {m['epe']:.3f} px\n"
@@ -424,7 +424,7 @@ def _summary(result: TrainResult, examples: list[Path], recipe: str = "quickstar
             f"  -> {verdict}.\n"
             f"checkpoint: {result.checkpoint}\nexamples: {', '.join(str(p) for p in examples)}")
     markdown = ("| method | validation EPE (px) |\n|---|---|\n"
-                f"| CMP ({iterations}) | {m['epe']:.3f} |\n"
+                f"| CMP ({done}{', unfinished' if unfinished else ''}) | {m['epe']:.3f} |\n"
                 + (f"| its fill alone (the non-learned flow its network corrects) | {m['epe_fill']:.3f} |\n"
                    if "epe_fill" in m else "")
                 + f"| nearest-guidance fill | {m['epe_nearest']:.3f} |\n"
