@@ -238,7 +238,22 @@ def _run_worker(impl: str, preset: str, size: int, batch: int, mode: str, varian
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def _input_sizes(presets: list[str], parser: argparse.ArgumentParser) -> dict[str, int]:
+    """Each preset's input side: the paper's for its presets, the config's crop for a checkpoint; anything else
+    stops here with one line naming it, before any measurement."""
+    from motionprop.errors import MotionpropError
+
+    sizes = {}
+    for preset in presets:
+        try:
+            sizes[preset] = PAPER_SETTINGS.get(preset) or _checkpoint_size(preset)
+        except MotionpropError as exc:
+            parser.error(f"--presets: {preset!r} is neither a preset ({', '.join(PAPER_SETTINGS)}) nor a "
+                         f"checkpoint that can be read ({exc})")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=list(PAPER_SETTINGS),
                         help="presets to measure, or checkpoint folders (trained weights give a realistic "
@@ -264,20 +279,21 @@ def main() -> None:
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--flow-out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return
 
     import tempfile
 
+    sizes = _input_sizes(args.presets, parser)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     header = f"{'preset':30s} {'size':>4s} {'mode':5s} {'B':>2s} {'impl/variant':24s} {'s/iter':>8s} {'vs fp32':>8s} {'peak MB':>8s} {'rel.dlogit':>10s} {'max|dflow|':>10s}"
     print(header)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
-            size = PAPER_SETTINGS.get(preset) or _checkpoint_size(preset)
+            size = sizes[preset]
             for mode in args.modes:
                 for batch in args.batches:
                     runs = [("motionprop", "fp32")]

@@ -124,3 +124,14 @@ def test_bench_real_motion_reports_a_residual_models_fill_alone(load_benchmark, 
     alone = bench.run([str(residual)], pairs, ["20"], 0, "none", tmp_path / "cache", blended)
     row = alone["models"][str(residual)]["20"]
     assert abs(row["epe"] - row["fill_epe"]) < 1e-5
+
+
+def test_bench_model_names_a_preset_that_is_neither_a_preset_nor_a_checkpoint(load_benchmark, tmp_path, capsys):
+    bench = load_benchmark("bench_model")
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--presets", "resnet50_yfcc_voc_16gpu_42k", str(missing), "--modes", "train"])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert "--presets" in captured.err and str(missing) in captured.err and "not found" in captured.err
+    assert "Traceback" not in captured.err and "s/iter" not in captured.out   # nothing was measured first
