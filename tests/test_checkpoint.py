@@ -97,6 +97,26 @@ def test_motionprop_format_round_trip(tmp_path):
         motionprop.save_model(out, model)
 
 
+def test_a_checkpoint_whose_config_this_version_does_not_know_is_named_with_the_reason(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from motionprop.train.quickstart import quickstart_config
+
+    out = motionprop.save_model(tmp_path / "ckpt", create_model(quickstart_config()))
+    weights = out / "model.safetensors"
+    with safe_open(str(weights), "pt") as handle:
+        meta = handle.metadata()
+    config = json.loads(meta["config"])
+    config["train"]["option_of_a_later_version"] = True
+    save_file(load_file(str(weights)), str(weights), metadata={**meta, "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"model.safetensors: its saved config does not fit this motionprop "
+                                              r"\(.*option_of_a_later_version.*\); it was written by another version"):
+        motionprop.load_model(out)
+
+
 def test_missing_and_wrong_files_are_errors_not_random_weights(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found: .*nothing.pth"):
         motionprop.load_model(tmp_path / "nothing.pth")

@@ -224,7 +224,12 @@ def read_checkpoint(path: str | Path, config: str | Path | Config | ModelConfig 
         if meta.get("kind", "cmp") != "cmp":
             raise CheckpointError(f"{path}: holds an exported {meta.get('kind')}, not a full CMP network")
         if config is None:
-            cfg = config_from_dict(json.loads(meta["config"]))
+            try:
+                cfg = config_from_dict(json.loads(meta["config"]))
+            except ConfigError as exc:   # settings this version does not know: another motionprop wrote it
+                raise CheckpointError(f"{path}: its saved config does not fit this motionprop ({exc}); it was "
+                                      "written by another version of motionprop: read it with that version or a "
+                                      "newer one") from None
         else:
             cfg = resolve_config(config)
         extra = {k: json.loads(v) for k, v in meta.items()
