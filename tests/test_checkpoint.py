@@ -113,7 +113,7 @@ def test_a_checkpoint_whose_config_this_version_does_not_know_is_named_with_the_
     config["train"]["option_of_a_later_version"] = True
     save_file(load_file(str(weights)), str(weights), metadata={**meta, "config": json.dumps(config)})
     with pytest.raises(CheckpointError, match=r"model.safetensors: its saved config does not fit this motionprop "
-                                              r"\(.*option_of_a_later_version.*\); it was written by another version"):
+                                              r"\(.*option_of_a_later_version.*\); was it written by another version"):
         motionprop.load_model(out)
 
 

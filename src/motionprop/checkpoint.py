@@ -227,9 +227,8 @@ def read_checkpoint(path: str | Path, config: str | Path | Config | ModelConfig 
             try:
                 cfg = config_from_dict(json.loads(meta["config"]))
             except ConfigError as exc:   # settings this version does not know: another motionprop wrote it
-                raise CheckpointError(f"{path}: its saved config does not fit this motionprop ({exc}); it was "
-                                      "written by another version of motionprop: read it with that version or a "
-                                      "newer one") from None
+                raise CheckpointError(f"{path}: its saved config does not fit this motionprop ({exc}); was it "
+                                      "written by another version of motionprop? Read it with that version") from None
         else:
             cfg = resolve_config(config)
         extra = {k: json.loads(v) for k, v in meta.items()
